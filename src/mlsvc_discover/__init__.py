@@ -1,0 +1,1 @@
+"""mlsvc-discover."""

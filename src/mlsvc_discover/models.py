@@ -1,0 +1,156 @@
+"""Typed models of OpenMetadata's ``CreateMlModelServiceRequest`` (OpenMetadata 2.0.7).
+
+Only what this agent sends is modelled; every model forbids unknown keys, as the server does.
+``connection.config`` is a union discriminated on ``type``, and the request checks that
+``serviceType`` and ``connection.config.type`` agree, which the server itself does not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
+
+__all__ = [
+    "AWSCredentials",
+    "CreateMlModelServiceRequest",
+    "CustomMlModelConnection",
+    "EntityReference",
+    "MlModelConnection",
+    "MlflowConnection",
+    "SageMakerConnection",
+    "SklearnConnection",
+    "TagLabel",
+    "VertexAIConnection",
+    "validate_service_name",
+]
+
+SERVICE_TYPES = ("Mlflow", "Sklearn", "CustomMlModel", "SageMaker", "VertexAI")
+NAME_MAX = 256
+
+
+def validate_service_name(name: str) -> str:
+    """Return ``name`` if OpenMetadata accepts it as a service name, else raise ValueError."""
+    if not 1 <= len(name) <= NAME_MAX:
+        raise ValueError(f"service name must be 1 to {NAME_MAX} characters, got {len(name)}")
+    if "::" in name:
+        raise ValueError(f"service name {name!r} must not contain '::'")
+    if re.search(r"[\x00-\x1f\x7f]", name):
+        raise ValueError(f"service name {name!r} must not contain control characters")
+    return name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FilterPattern(_Strict):
+    includes: list[str] | None = None
+    excludes: list[str] | None = None
+
+
+class AWSCredentials(_Strict):
+    awsRegion: str = Field(min_length=1)
+    awsAccessKeyId: str | None = None
+    awsSecretAccessKey: SecretStr | None = None
+    awsSessionToken: SecretStr | None = None
+    endPointURL: str | None = None
+    profileName: str | None = None
+    assumeRoleArn: str | None = None
+    assumeRoleSessionName: str | None = None
+    assumeRoleSourceIdentity: str | None = None
+    enabled: bool | None = None
+
+    @field_serializer("awsSecretAccessKey", "awsSessionToken", when_used="json")
+    def _reveal(self, value: SecretStr | None) -> str | None:
+        # Only reached when the config explicitly asked to send keys; the body must carry them.
+        return value.get_secret_value() if value is not None else None
+
+
+class _ConnectionBase(_Strict):
+    mlModelFilterPattern: FilterPattern | None = None
+    supportsMetadataExtraction: bool | None = None
+
+
+class MlflowConnection(_ConnectionBase):
+    type: Literal["Mlflow"] = "Mlflow"
+    trackingUri: str = Field(min_length=1)
+    registryUri: str = Field(min_length=1)
+
+
+class SklearnConnection(_ConnectionBase):
+    type: Literal["Sklearn"] = "Sklearn"
+
+
+class CustomMlModelConnection(_ConnectionBase):
+    # The server allows extra keys here, so this model does too.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["CustomMlModel"] = "CustomMlModel"
+    sourcePythonClass: str | None = None
+    connectionOptions: dict[str, str] | None = None
+
+
+class SageMakerConnection(_ConnectionBase):
+    type: Literal["SageMaker"] = "SageMaker"
+    awsConfig: AWSCredentials
+
+
+class VertexAIConnection(_ConnectionBase):
+    type: Literal["VertexAI"] = "VertexAI"
+    credentials: dict[str, Any]
+    location: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _gcp_config(self) -> VertexAIConnection:
+        if "gcpConfig" not in self.credentials:
+            raise ValueError("credentials.gcpConfig is required")
+        return self
+
+
+ConnectionConfig = Annotated[
+    MlflowConnection | SklearnConnection | CustomMlModelConnection | SageMakerConnection | VertexAIConnection,
+    Field(discriminator="type"),
+]
+
+
+class MlModelConnection(_Strict):
+    config: ConnectionConfig
+
+
+class EntityReference(_Strict):
+    id: UUID
+    type: Literal["user", "team"]
+
+
+class TagLabel(_Strict):
+    tagFQN: str = Field(min_length=1)
+    source: Literal["Classification", "Glossary"] = "Classification"
+    labelType: Literal["Manual", "Propagated", "Automated", "Derived", "Generated"] = "Automated"
+    state: Literal["Suggested", "Confirmed"] = "Confirmed"
+
+
+class CreateMlModelServiceRequest(_Strict):
+    name: str
+    serviceType: Literal["Mlflow", "Sklearn", "CustomMlModel", "SageMaker", "VertexAI"]
+    displayName: str | None = None
+    description: str | None = None
+    owners: list[EntityReference] | None = None
+    domains: list[str] | None = None
+    tags: list[TagLabel] | None = None
+    connection: MlModelConnection
+
+    @model_validator(mode="after")
+    def _check(self) -> CreateMlModelServiceRequest:
+        validate_service_name(self.name)
+        if self.connection.config.type != self.serviceType:
+            raise ValueError(
+                f"serviceType {self.serviceType!r} does not match connection.config.type "
+                f"{self.connection.config.type!r}"
+            )
+        return self
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body to send: unset fields left out, UUIDs as strings, secrets revealed."""
+        return self.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,1 @@
+"""Providers: where services are written (OpenMetadata)."""

@@ -1,0 +1,1 @@
+"""Discoverers: one module per platform, registered through entry points."""

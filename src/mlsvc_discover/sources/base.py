@@ -1,0 +1,204 @@
+"""The discoverer plug point: config base class, neutral findings, and the result of a run.
+
+A discoverer knows one platform (MLflow, SageMaker, ...). It reads its own pydantic config,
+looks at the world and returns a :class:`DiscoveryResult`: neutral :class:`Finding` objects
+(what was found, never an OpenMetadata request) and the :class:`ScopeOutcome` of every scope it
+looked at. Scopes matter for safe deletes: a service is only ever deleted when the scope that
+produced it was looked at successfully in the same cycle.
+
+Discoverers are registered through the entry-point group ``mlsvc_discover.discoverers``; the
+entry point names the :class:`Discoverer` subclass and its name is the ``type`` used in config.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Discoverer",
+    "DiscovererConfig",
+    "DiscoveryResult",
+    "Finding",
+    "ItemFailure",
+    "OwnerRef",
+    "PlatformKind",
+    "Scope",
+    "ScopeOutcome",
+    "ServiceMetadata",
+]
+
+
+class PlatformKind(enum.StrEnum):
+    """The platform a finding belongs to; the value is OpenMetadata's ``serviceType``."""
+
+    MLFLOW = "Mlflow"
+    SKLEARN = "Sklearn"
+    CUSTOM = "CustomMlModel"
+    SAGEMAKER = "SageMaker"
+    VERTEXAI = "VertexAI"
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OwnerRef(StrictModel):
+    """A reference to an OpenMetadata user or team that owns the service."""
+
+    id: UUID = Field(description="UUID of the user or team in OpenMetadata.")
+    type: Literal["user", "team"] = Field(description="`user` or `team`.")
+
+
+class ServiceMetadata(StrictModel):
+    """Catalog metadata the agent sets on a service; a field left unset is not managed."""
+
+    display_name: str | None = Field(
+        default=None,
+        description="displayName of the service; `{label}` placeholders are filled from the finding.",
+    )
+    description: str | None = Field(
+        default=None,
+        description="Markdown description; `{label}` placeholders are filled from the finding.",
+    )
+    owners: tuple[OwnerRef, ...] | None = Field(
+        default=None, description="Owners (users or teams) to add to the service."
+    )
+    domains: tuple[str, ...] | None = Field(
+        default=None, description="Fully qualified names of the domains of the service."
+    )
+    tags: tuple[str, ...] | None = Field(
+        default=None,
+        description="Tag FQNs (`Classification.Tag`) to add to the service; they must exist in OpenMetadata.",
+    )
+
+    def merged(self, override: ServiceMetadata | None) -> ServiceMetadata:
+        """Return these defaults with every field that ``override`` sets replaced."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class DiscovererConfig(StrictModel):
+    """Fields every discoverer config has. Subclasses add their own (still ``extra="forbid"``)."""
+
+    type: str = Field(description="Discoverer type: the entry-point name (`mlflow`, `sagemaker`, `static`, ...).")
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Unique name of this discoverer instance; used in reports, metrics and scopes.",
+    )
+    enabled: bool = Field(default=True, description="Set to false to skip this discoverer.")
+    defaults: ServiceMetadata = Field(
+        default_factory=ServiceMetadata,
+        description="Metadata applied to every service this discoverer finds (items can override).",
+    )
+    name_template: str | None = Field(
+        default=None,
+        description="Python format template for service names, e.g. `mlflow-{host}-{port}`; placeholders are the finding's labels.",
+    )
+
+
+Scope = tuple[str, ...]
+"""A hierarchical scope key, e.g. ``("sagemaker", "prod", "123456789012", "eu-west-1")``."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a discoverer found: neutral facts, not an OpenMetadata request.
+
+    ``key`` identifies the finding within its kind (the redacted tracking URI, or
+    ``account/region``); two findings with the same kind and key are the same thing.
+    ``attributes`` holds the kind's facts (see each discoverer); ``labels`` are strings
+    used to fill name and metadata templates.
+    """
+
+    kind: PlatformKind
+    source: str
+    scope: Scope
+    key: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    metadata: ServiceMetadata = field(default_factory=ServiceMetadata)
+    name: str | None = None
+    name_template: str | None = None
+
+
+@dataclass(frozen=True)
+class ScopeOutcome:
+    """Whether one scope was looked at successfully; ``error`` says why not."""
+
+    scope: Scope
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One item (a URI, an account, a region) that could not be discovered, with its reason."""
+
+    source: str
+    item: str
+    reason: str
+    kind: str = "error"
+
+
+@dataclass
+class DiscoveryResult:
+    """What one discoverer run produced."""
+
+    source: str
+    findings: list[Finding] = field(default_factory=list)
+    scopes: list[ScopeOutcome] = field(default_factory=list)
+    failures: list[ItemFailure] = field(default_factory=list)
+    skipped: list[ItemFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and all(s.ok for s in self.scopes)
+
+
+C = TypeVar("C", bound=DiscovererConfig)
+
+
+class Discoverer(abc.ABC, Generic[C]):
+    """Base class of every discoverer.
+
+    Subclasses set ``config_model`` and implement :meth:`discover`. ``discover`` must not
+    raise for a failing item or scope: it records a failed :class:`ScopeOutcome` and an
+    :class:`ItemFailure` instead. An exception escaping ``discover`` marks the whole
+    discoverer as failed (its root scope errs) and never stops the other discoverers.
+    """
+
+    config_model: ClassVar[type[DiscovererConfig]]
+
+    def __init__(self, config: C) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def root_scope(self) -> Scope:
+        return (self.config.type, self.config.name)
+
+    @abc.abstractmethod
+    async def discover(self) -> DiscoveryResult:
+        """Look at the world once and report findings and scope outcomes."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+        """Release resources held between cycles (clients, sessions)."""
+
+    def secrets(self) -> Sequence[str]:
+        """Secret values this discoverer knows (for log redaction). Override when there are any."""
+        return ()
