@@ -1,1 +1,102 @@
-"""mlsvc-discover."""
+"""mlsvc-discover: keep OpenMetadata's ML model services in step with MLflow and SageMaker.
+
+The public API is small and re-exported here; everything else is private and may change.
+Heavy modules (boto3, the controller) are imported lazily so that ``import mlsvc_discover``
+and the CLI start fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from mlsvc_discover._errors import (
+    ConfigError,
+    DiscoveryError,
+    MappingError,
+    MlsvcDiscoverError,
+    NameCollisionError,
+    OpenMetadataAuthError,
+    OpenMetadataError,
+    OpenMetadataRequestError,
+    OpenMetadataUnavailable,
+    ProbeError,
+)
+
+if TYPE_CHECKING:
+    from mlsvc_discover.config import AgentConfig, load_config
+    from mlsvc_discover.controller import Agent
+    from mlsvc_discover.mapper import DesiredService, map_findings
+    from mlsvc_discover.plan import Change, Plan, compute_plan
+    from mlsvc_discover.report import Report
+    from mlsvc_discover.sources.base import (
+        Discoverer,
+        DiscovererConfig,
+        DiscoveryResult,
+        Finding,
+        ItemFailure,
+        PlatformKind,
+        ScopeOutcome,
+        ServiceMetadata,
+    )
+
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "Change",
+    "ConfigError",
+    "DesiredService",
+    "Discoverer",
+    "DiscovererConfig",
+    "DiscoveryError",
+    "DiscoveryResult",
+    "Finding",
+    "ItemFailure",
+    "MappingError",
+    "MlsvcDiscoverError",
+    "NameCollisionError",
+    "OpenMetadataAuthError",
+    "OpenMetadataError",
+    "OpenMetadataRequestError",
+    "OpenMetadataUnavailable",
+    "Plan",
+    "PlatformKind",
+    "ProbeError",
+    "Report",
+    "ScopeOutcome",
+    "ServiceMetadata",
+    "__version__",
+    "compute_plan",
+    "load_config",
+    "map_findings",
+]
+
+_LAZY = {
+    "AgentConfig": "mlsvc_discover.config",
+    "load_config": "mlsvc_discover.config",
+    "Agent": "mlsvc_discover.controller",
+    "DesiredService": "mlsvc_discover.mapper",
+    "map_findings": "mlsvc_discover.mapper",
+    "Change": "mlsvc_discover.plan",
+    "Plan": "mlsvc_discover.plan",
+    "compute_plan": "mlsvc_discover.plan",
+    "Report": "mlsvc_discover.report",
+    "Discoverer": "mlsvc_discover.sources.base",
+    "DiscovererConfig": "mlsvc_discover.sources.base",
+    "DiscoveryResult": "mlsvc_discover.sources.base",
+    "Finding": "mlsvc_discover.sources.base",
+    "ItemFailure": "mlsvc_discover.sources.base",
+    "PlatformKind": "mlsvc_discover.sources.base",
+    "ScopeOutcome": "mlsvc_discover.sources.base",
+    "ServiceMetadata": "mlsvc_discover.sources.base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlsvc_discover' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

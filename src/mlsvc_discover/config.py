@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
@@ -39,7 +40,7 @@ __all__ = [
 
 CONFIG_ENV = "MLSVC_DISCOVER_CONFIG"
 HOST_ENV = "OPENMETADATA_HOST"
-TOKEN_ENV = "OPENMETADATA_JWT_TOKEN"
+TOKEN_ENV = "OPENMETADATA_JWT_TOKEN"  # noqa: S105 - a variable name, not a value
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -83,7 +84,9 @@ class OpenMetadataConfig(StrictModel):
         default=8, ge=1, le=256, description="Concurrent writes (bulk batches or per-item PUTs)."
     )
     retries: int = Field(default=4, ge=0, le=20, description="Retries of a retryable failure (5xx, 429, timeout).")
-    backoff_initial: Duration = Field(default=0.5, ge=0, description="First retry delay; doubles each retry, with jitter.")
+    backoff_initial: Duration = Field(
+        default=0.5, ge=0, description="First retry delay; doubles each retry, with jitter."
+    )
     backoff_max: Duration = Field(default=30.0, ge=0, description="Longest retry delay (also caps Retry-After).")
     use_bulk: bool = Field(
         default=True, description="Try `PUT .../bulk` first; false always writes one PUT per service."
@@ -135,7 +138,7 @@ class ServerConfig(StrictModel):
     @field_validator("address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"{value!r} is not host:port; write e.g. 0.0.0.0:8080")
         return value
@@ -189,7 +192,7 @@ class AgentConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="Health and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     state: StateConfig = Field(default_factory=StateConfig, description="Deletion bookkeeping.")
-    discoverers: tuple[DiscovererConfig, ...] = Field(
+    discoverers: tuple[SerializeAsAny[DiscovererConfig], ...] = Field(
         default=(), description="Discoverer instances; each has a `type` and a unique `name`."
     )
 

@@ -104,7 +104,10 @@ class DiscovererConfig(StrictModel):
     )
     name_template: str | None = Field(
         default=None,
-        description="Python format template for service names, e.g. `mlflow-{host}-{port}`; placeholders are the finding's labels.",
+        description=(
+            "Python format template for service names, e.g. `mlflow-{host}-{port}`; "
+            "placeholders are the finding's labels."
+        ),
     )
 
 
@@ -196,7 +199,7 @@ class Discoverer(abc.ABC, Generic[C]):
     async def discover(self) -> DiscoveryResult:
         """Look at the world once and report findings and scope outcomes."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty on purpose
+    async def aclose(self) -> None:
         """Release resources held between cycles (clients, sessions)."""
 
     def secrets(self) -> Sequence[str]:

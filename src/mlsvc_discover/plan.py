@@ -1,0 +1,390 @@
+"""Plan: compare what the agent wants with what OpenMetadata holds. Pure functions, plain data.
+
+Ownership. A service belongs to this agent when it carries the tag
+``<ownership_classification>.<owner_id>`` (see :func:`mlsvc_discover.mapper.owner_tag_fqn`).
+The tag lives in OpenMetadata, so ownership survives restarts and fresh containers. A desired
+name held by a service without the tag is a *conflict*: reported, never written.
+
+Field ownership. The agent manages the connection keys it sets and the marker tag always, and
+displayName, description, owners, domains and tags only when config sets them. Owners and tags
+are additive (the agent's must be present; others are left), and description is only filled
+when empty, because OpenMetadata keeps a non-empty description against a bot's PUT. Values of
+unmanaged fields are copied from OpenMetadata into the update body, so a person's edit is never
+reverted whichever way the server treats an absent field.
+
+Deletes (policy ``sync`` only). An owned service that is no longer found is deleted only when
+the scope that produced it succeeded this cycle, after ``stale_after`` consecutive such misses,
+and only when the cycle's deletions stay within ``max_delete_fraction`` of the owned services.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mlsvc_discover.mapper import DesiredService
+from mlsvc_discover.sources.base import Scope
+
+__all__ = [
+    "SECRET_MASK",
+    "Change",
+    "CurrentService",
+    "Plan",
+    "Policy",
+    "compute_plan",
+    "scope_succeeded",
+]
+
+Policy = Literal["upsert-only", "create-only", "sync"]
+Action = Literal["create", "update", "restore", "unchanged", "conflict", "delete", "skip"]
+SECRET_MASK = "*********"  # noqa: S105 - the mask OpenMetadata shows, not a secret
+_SECRET_KEYS = frozenset({"awsSecretAccessKey", "awsSessionToken", "privateKey"})
+
+
+@dataclass(frozen=True)
+class CurrentService:
+    """The parts of an OpenMetadata ``MlModelService`` the plan looks at."""
+
+    id: str
+    name: str
+    service_type: str
+    deleted: bool
+    connection: Mapping[str, Any]
+    display_name: str | None
+    description: str | None
+    owners: tuple[Mapping[str, Any], ...]
+    domains: tuple[str, ...]
+    tags: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_entity(cls, entity: Mapping[str, Any]) -> CurrentService:
+        conn = entity.get("connection") or {}
+        return cls(
+            id=str(entity["id"]),
+            name=str(entity["name"]),
+            service_type=str(entity.get("serviceType", "")),
+            deleted=bool(entity.get("deleted", False)),
+            connection=dict((conn.get("config") or {}) if isinstance(conn, Mapping) else {}),
+            display_name=entity.get("displayName"),
+            description=entity.get("description"),
+            owners=tuple({"id": str(o["id"]), "type": o["type"]} for o in entity.get("owners") or ()),
+            domains=tuple(
+                str(d.get("fullyQualifiedName") or d.get("name")) if isinstance(d, Mapping) else str(d)
+                for d in entity.get("domains") or ()
+            ),
+            tags=tuple(_tag_request(t) for t in entity.get("tags") or ()),
+        )
+
+    @property
+    def tag_fqns(self) -> frozenset[str]:
+        return frozenset(str(t["tagFQN"]) for t in self.tags)
+
+
+def _mask_secrets(value: Any) -> Any:
+    """A body as the plan prints it: secret values replaced by OpenMetadata's mask."""
+    if isinstance(value, Mapping):
+        return {k: SECRET_MASK if k in _SECRET_KEYS and v is not None else _mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_secrets(v) for v in value]
+    return value
+
+
+def _tag_request(tag: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored TagLabel reduced to the keys a create request may carry back."""
+    keep = ("tagFQN", "source", "labelType", "state")
+    return {k: tag[k] for k in keep if k in tag and tag[k] is not None}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of the plan. ``body`` is what would be sent (None for deletes and no-ops)."""
+
+    name: str
+    action: Action
+    reason: str
+    source: str | None = None
+    service_id: str | None = None
+    fields: tuple[str, ...] = ()
+    body: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "action": self.action, "reason": self.reason}
+        if self.source:
+            out["source"] = self.source
+        if self.fields:
+            out["fields"] = list(self.fields)
+        if self.body is not None:
+            out["body"] = _mask_secrets(self.body)
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Plain data: what to create, update, restore and delete, and what is left alone."""
+
+    create: tuple[Change, ...] = ()
+    update: tuple[Change, ...] = ()
+    restore: tuple[Change, ...] = ()
+    delete: tuple[Change, ...] = ()
+    unchanged: tuple[Change, ...] = ()
+    conflicts: tuple[Change, ...] = ()
+    skipped: tuple[Change, ...] = ()
+    # Bookkeeping for the next cycle: consecutive misses and the scope of every owned service.
+    misses: Mapping[str, int] = field(default_factory=dict)
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
+    owned: int = 0
+
+    @property
+    def writes(self) -> tuple[Change, ...]:
+        """Creates, updates and restores: what goes through the upsert path."""
+        return self.restore + self.create + self.update
+
+    def changes(self) -> tuple[Change, ...]:
+        return self.create + self.update + self.restore + self.delete + self.unchanged + self.conflicts + self.skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "create": [c.to_dict() for c in self.create],
+            "update": [c.to_dict() for c in self.update],
+            "restore": [c.to_dict() for c in self.restore],
+            "delete": [c.to_dict() for c in self.delete],
+            "unchanged": len(self.unchanged),
+            "conflicts": [c.to_dict() for c in self.conflicts],
+            "skipped": [c.to_dict() for c in self.skipped],
+        }
+
+
+def scope_succeeded(scope: Scope | None, outcomes: Mapping[Scope, bool], *, all_ok: bool) -> bool:
+    """Whether ``scope`` was looked at successfully this cycle.
+
+    Every reported scope on the way from ``scope`` up to its root must have succeeded, and at
+    least one must have been reported. A scope nobody reported (its discoverer was removed, or
+    the agent restarted and has not seen the service since) counts only when the whole cycle
+    succeeded: the agent cannot tell which part of the world would have found it.
+    """
+    if scope is None:
+        return all_ok
+    reported = False
+    for i in range(len(scope), 0, -1):
+        ok = outcomes.get(scope[:i])
+        if ok is None:
+            continue
+        if not ok:
+            return False
+        reported = True
+    return reported or all_ok
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def _differs(desired: Any, current: Any) -> bool:
+    """Does ``current`` differ from ``desired`` in a key that ``desired`` sets?"""
+    if isinstance(desired, Mapping):
+        if not isinstance(current, Mapping):
+            return True
+        for k, v in desired.items():
+            if k in _SECRET_KEYS and current.get(k) == SECRET_MASK:
+                continue  # a masked secret cannot be compared; the server keeps it
+            if _differs(v, current.get(k)):
+                return True
+        return False
+    return bool(desired != current)
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _diff_fields(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> list[str]:
+    fields: list[str] = []
+    if cur.service_type != body["serviceType"]:
+        fields.append("serviceType")
+    if _differs(_strip_none(body["connection"]["config"]), cur.connection):
+        fields.append("connection")
+    if "displayName" in want.managed and body.get("displayName") != cur.display_name:
+        fields.append("displayName")
+    if "description" in want.managed and not cur.description and body.get("description"):
+        fields.append("description")
+    if "owners" in want.managed:
+        have = {(o["id"], o["type"]) for o in cur.owners}
+        if any((o["id"], o["type"]) not in have for o in body.get("owners", [])):
+            fields.append("owners")
+    if "domains" in want.managed and tuple(body.get("domains", [])) != cur.domains:
+        fields.append("domains")
+    if any(t["tagFQN"] not in cur.tag_fqns for t in body.get("tags", [])):
+        fields.append("tags")
+    return fields
+
+
+def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> dict[str, Any]:
+    """Desired managed values over current values of everything else."""
+    out: dict[str, Any] = {"name": want.name, "serviceType": body["serviceType"]}
+    out["connection"] = {"config": _merge(cur.connection, _strip_none(body["connection"]["config"]))}
+    display = body.get("displayName") if "displayName" in want.managed else cur.display_name
+    if display is not None:
+        out["displayName"] = display
+    description = cur.description or (body.get("description") if "description" in want.managed else None)
+    if description:
+        out["description"] = description
+    owners = [dict(o) for o in cur.owners]
+    owners += [o for o in body.get("owners", []) if (o["id"], o["type"]) not in {(x["id"], x["type"]) for x in owners}]
+    if owners:
+        out["owners"] = owners
+    domains = body.get("domains") if "domains" in want.managed else list(cur.domains)
+    if domains:
+        out["domains"] = list(domains)
+    tags = [dict(t) for t in cur.tags]
+    tags += [t for t in body.get("tags", []) if t["tagFQN"] not in cur.tag_fqns]
+    out["tags"] = tags
+    return out
+
+
+def compute_plan(
+    desired: Mapping[str, DesiredService],
+    current: Mapping[str, CurrentService],
+    *,
+    owner_tag: str,
+    policy: Policy = "upsert-only",
+    stale_after: int = 3,
+    max_delete_fraction: float = 0.2,
+    outcomes: Mapping[Scope, bool] | None = None,
+    all_scopes_ok: bool = False,
+    misses: Mapping[str, int] | None = None,
+    known_scopes: Mapping[str, Scope] | None = None,
+    protected: frozenset[str] | set[str] = frozenset(),
+) -> Plan:
+    """Classify every desired and every owned service. Pure: same input, same plan.
+
+    ``outcomes`` maps each scope looked at this cycle to whether it succeeded; ``misses`` and
+    ``known_scopes`` are the previous plan's bookkeeping (empty on a first run).
+    """
+    outcomes = outcomes or {}
+    prev_misses = dict(misses or {})
+    scopes: dict[str, Scope] = dict(known_scopes or {})
+    create: list[Change] = []
+    update: list[Change] = []
+    restore: list[Change] = []
+    unchanged: list[Change] = []
+    conflicts: list[Change] = []
+    skipped: list[Change] = []
+
+    for name in sorted(desired):
+        want = desired[name]
+        body = want.body()
+        cur = current.get(name)
+        if cur is None:
+            create.append(Change(name, "create", "not in OpenMetadata", want.source, body=body))
+            scopes[name] = want.scope
+            continue
+        if owner_tag not in cur.tag_fqns:
+            conflicts.append(
+                Change(
+                    name,
+                    "conflict",
+                    f"a service named {name!r} exists without this agent's tag {owner_tag}; left alone "
+                    "(rename it, or set an explicit name or name_template for this finding)",
+                    want.source,
+                    service_id=cur.id,
+                )
+            )
+            continue
+        scopes[name] = want.scope
+        fields = _diff_fields(want, body, cur)
+        if cur.deleted:
+            restore.append(
+                Change(
+                    name,
+                    "restore",
+                    "found again after a soft delete",
+                    want.source,
+                    service_id=cur.id,
+                    fields=tuple(fields),
+                    body=_update_body(want, body, cur),
+                )
+            )
+        elif not fields:
+            unchanged.append(Change(name, "unchanged", "up to date", want.source, service_id=cur.id))
+        elif policy == "create-only":
+            skipped.append(
+                Change(name, "skip", "differs, but policy is create-only", want.source, cur.id, tuple(fields))
+            )
+        else:
+            update.append(
+                Change(
+                    name,
+                    "update",
+                    f"differs in {', '.join(fields)}",
+                    want.source,
+                    service_id=cur.id,
+                    fields=tuple(fields),
+                    body=_update_body(want, body, cur),
+                )
+            )
+
+    owned = [c for c in current.values() if owner_tag in c.tag_fqns and not c.deleted]
+    new_misses: dict[str, int] = {}
+    candidates: list[Change] = []
+    for cur in sorted(owned, key=lambda c: c.name):
+        if cur.name in desired or cur.name in protected:
+            continue
+        scope = scopes.get(cur.name)
+        count = prev_misses.get(cur.name, 0)
+        if scope_succeeded(scope, outcomes, all_ok=all_scopes_ok):
+            count += 1
+        # else: the scope failed this cycle; hold the count, neither reset nor advance it.
+        new_misses[cur.name] = count
+        if policy != "sync":
+            continue
+        if count >= stale_after:
+            candidates.append(
+                Change(
+                    cur.name,
+                    "delete",
+                    f"not found for {count} consecutive cycles in a scope that succeeded",
+                    service_id=cur.id,
+                )
+            )
+        else:
+            unchanged.append(
+                Change(
+                    cur.name,
+                    "unchanged",
+                    f"not found ({count} of {stale_after} misses before delete)",
+                    service_id=cur.id,
+                )
+            )
+    delete: list[Change] = candidates
+    limit = math.floor(max_delete_fraction * len(owned) + 1e-9)
+    if candidates and len(candidates) > limit:
+        reason = (
+            f"{len(candidates)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
+            f"{len(owned)} owned services (at most {limit}); nothing deleted this cycle"
+        )
+        skipped += [Change(c.name, "skip", reason, service_id=c.service_id) for c in candidates]
+        delete = []
+    # Forget scopes of services that are gone for good.
+    live = {c.name for c in owned} | set(desired)
+    scopes = {k: v for k, v in scopes.items() if k in live}
+    return Plan(
+        create=tuple(create),
+        update=tuple(update),
+        restore=tuple(restore),
+        delete=tuple(delete),
+        unchanged=tuple(unchanged),
+        conflicts=tuple(conflicts),
+        skipped=tuple(skipped),
+        misses=new_misses,
+        scopes=scopes,
+        owned=len(owned),
+    )

@@ -1,0 +1,137 @@
+"""The per-run report: counts per discoverer and per outcome, every failure with its reason.
+
+Failures are collected, never raised: one bad URI or account never hides the others. The
+report decides the exit code of ``discover --once``: 0 when everything worked, 1 when anything
+failed (the rest was applied).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlsvc_discover.plan import Plan
+
+__all__ = ["DiscovererStats", "Failure", "Report"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One thing that went wrong: the stage, which item, and why."""
+
+    stage: str  # discover | map | read | write | delete | restore
+    item: str
+    reason: str
+    source: str | None = None
+    kind: str = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"stage": self.stage, "item": self.item, "reason": self.reason, "kind": self.kind}
+        if self.source:
+            out["source"] = self.source
+        return out
+
+
+@dataclass
+class DiscovererStats:
+    """What one discoverer found and what failed in it."""
+
+    findings: int = 0
+    failures: int = 0
+    skipped: int = 0
+    ok: bool = True
+    duration: float = 0.0
+
+
+@dataclass
+class Report:
+    """Everything one cycle did; rendered as text or JSON."""
+
+    dry_run: bool = False
+    started_at: float = 0.0
+    duration: float = 0.0
+    discoverers: dict[str, DiscovererStats] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failures: list[Failure] = field(default_factory=list)
+    plan: Plan | None = None
+    fatal: str | None = None
+    notes: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    not_applied: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and not self.failures and not self.interrupted
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "duration_seconds": round(self.duration, 3),
+            "discoverers": {
+                name: {
+                    "ok": s.ok,
+                    "findings": s.findings,
+                    "failures": s.failures,
+                    "skipped": s.skipped,
+                    "duration_seconds": round(s.duration, 3),
+                }
+                for name, s in sorted(self.discoverers.items())
+            },
+            "outcomes": dict(sorted((+self.outcomes).items())),
+            "failures": [f.to_dict() for f in self.failures],
+        }
+        if self.plan is not None:
+            out["plan"] = self.plan.to_dict()
+        if self.fatal:
+            out["fatal"] = self.fatal
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.interrupted:
+            out["interrupted"] = True
+            out["not_applied"] = sorted(self.not_applied)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def render_text(self) -> str:
+        lines: list[str] = []
+        head = "DRY RUN: nothing was written. " if self.dry_run else ""
+        status = "ok" if self.ok else "with failures"
+        lines.append(f"{head}mlsvc-discover cycle finished {status} in {self.duration:.2f}s")
+        if self.fatal:
+            lines.append(f"fatal: {self.fatal}")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        lines.append("discoverers:")
+        for name, s in sorted(self.discoverers.items()):
+            mark = "ok" if s.ok else "FAILED"
+            lines.append(f"  {name}: {mark}, {s.findings} found, {s.failures} failed, {s.skipped} skipped")
+        if self.plan is not None:
+            p = self.plan
+            lines.append(
+                f"plan: {len(p.create)} create, {len(p.update)} update, {len(p.restore)} restore, "
+                f"{len(p.delete)} delete, {len(p.unchanged)} unchanged, {len(p.conflicts)} conflict, "
+                f"{len(p.skipped)} skipped"
+            )
+            for change in (*p.create, *p.update, *p.restore, *p.delete, *p.conflicts, *p.skipped):
+                lines.append(f"  {change.action:<8} {change.name}: {change.reason}")
+        if +self.outcomes:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.outcomes).items()))
+            lines.append(f"outcomes: {counts}")
+        if self.failures:
+            lines.append("failures:")
+            for f in self.failures:
+                src = f"{f.source}: " if f.source else ""
+                lines.append(f"  [{f.stage}] {src}{f.item}: {f.reason}")
+        if self.interrupted:
+            lines.append(f"interrupted: not applied: {', '.join(sorted(self.not_applied)) or 'none'}")
+        return "\n".join(lines)
