@@ -340,13 +340,15 @@ def compute_plan(
             continue
         scope = scopes.get(cur.name)
         count = prev_misses.get(cur.name, 0)
-        if scope_succeeded(scope, outcomes, all_ok=all_scopes_ok):
+        looked = scope_succeeded(scope, outcomes, all_ok=all_scopes_ok)
+        if looked:
             count += 1
-        # else: the scope failed this cycle; hold the count, neither reset nor advance it.
+        # else: the scope failed this cycle; hold the count, neither reset nor advance it,
+        # and delete nothing from it whatever the count says.
         new_misses[cur.name] = count
         if policy != "sync":
             continue
-        if count >= stale_after:
+        if looked and count >= stale_after:
             candidates.append(
                 Change(
                     cur.name,
@@ -360,7 +362,8 @@ def compute_plan(
                 Change(
                     cur.name,
                     "unchanged",
-                    f"not found ({count} of {stale_after} misses before delete)",
+                    f"not found ({count} of {stale_after} misses before delete)"
+                    + ("" if looked else "; its scope failed this cycle, so it is kept"),
                     service_id=cur.id,
                 )
             )

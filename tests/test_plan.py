@@ -1,0 +1,241 @@
+"""Plan: pure diff of desired against held services, ownership, field ownership, safe deletes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from mlsvc_discover.mapper import DesiredService, map_finding, owner_tag_fqn
+from mlsvc_discover.plan import SECRET_MASK, CurrentService, compute_plan, scope_succeeded
+from mlsvc_discover.sources.base import Finding, PlatformKind, ServiceMetadata
+
+OWNER = owner_tag_fqn("mlsvc-discover", "test")
+MARK = {"tagFQN": OWNER, "source": "Classification", "labelType": "Automated", "state": "Confirmed"}
+
+
+def desired(name: str, uri: str = "http://h:1", scope: tuple[str, ...] | None = None, **meta: Any) -> DesiredService:
+    f = Finding(
+        kind=PlatformKind.MLFLOW,
+        source="ml",
+        scope=scope or ("mlflow", "ml", uri),
+        key=uri,
+        attributes={"tracking_uri": uri, "registry_uri": uri},
+        metadata=ServiceMetadata(**meta),
+        name=name,
+    )
+    return map_finding(f, owner_tag=OWNER)
+
+
+def held(
+    name: str, uri: str = "http://h:1", *, owned: bool = True, deleted: bool = False, **extra: Any
+) -> CurrentService:
+    entity = {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+        "name": name,
+        "serviceType": "Mlflow",
+        "deleted": deleted,
+        "connection": {
+            "config": {"type": "Mlflow", "trackingUri": uri, "registryUri": uri, "supportsMetadataExtraction": True}
+        },
+        "tags": [MARK] if owned else [],
+        **extra,
+    }
+    return CurrentService.from_entity(entity)
+
+
+def by_name(*items: Any) -> dict[str, Any]:
+    return {i.name: i for i in items}
+
+
+def test_new_service_is_created_and_existing_identical_one_is_unchanged() -> None:
+    plan = compute_plan(by_name(desired("a"), desired("b")), by_name(held("b")), owner_tag=OWNER)
+    assert [c.name for c in plan.create] == ["a"]
+    assert [c.name for c in plan.unchanged] == ["b"]
+    assert not plan.update
+
+
+def test_changed_connection_is_an_update_naming_the_field() -> None:
+    plan = compute_plan(by_name(desired("a", "http://new:1")), by_name(held("a", "http://old:1")), owner_tag=OWNER)
+    assert [c.name for c in plan.update] == ["a"]
+    assert plan.update[0].fields == ("connection",)
+    assert plan.update[0].body is not None
+    assert plan.update[0].body["connection"]["config"]["trackingUri"] == "http://new:1"
+
+
+def test_name_held_by_a_foreign_service_is_a_conflict_and_never_written() -> None:
+    plan = compute_plan(by_name(desired("a")), by_name(held("a", "http://other:1", owned=False)), owner_tag=OWNER)
+    assert [c.name for c in plan.conflicts] == ["a"]
+    assert not plan.writes
+
+
+def test_human_edit_of_an_unmanaged_field_is_unchanged_and_kept_in_update_bodies() -> None:
+    cur = held("a", displayName="Edited by a person", description="Human text", tags=[MARK, {"tagFQN": "PII.None"}])
+    plan = compute_plan(by_name(desired("a")), by_name(cur), owner_tag=OWNER)
+    assert [c.name for c in plan.unchanged] == ["a"]
+    # And when the connection does change, the person's values travel with the update.
+    plan = compute_plan(by_name(desired("a", "http://new:1")), by_name(cur), owner_tag=OWNER)
+    body = plan.update[0].body
+    assert body is not None
+    assert body["displayName"] == "Edited by a person"
+    assert body["description"] == "Human text"
+    assert {t["tagFQN"] for t in body["tags"]} == {OWNER, "PII.None"}
+
+
+def test_managed_display_name_is_enforced() -> None:
+    plan = compute_plan(
+        by_name(desired("a", display_name="Wanted")), by_name(held("a", displayName="Edited")), owner_tag=OWNER
+    )
+    assert plan.update[0].fields == ("displayName",)
+
+
+def test_description_is_only_filled_when_empty() -> None:
+    want = by_name(desired("a", description="From config"))
+    assert compute_plan(want, by_name(held("a", description="Person wrote this")), owner_tag=OWNER).unchanged
+    assert compute_plan(want, by_name(held("a")), owner_tag=OWNER).update[0].fields == ("description",)
+
+
+def test_connection_keys_a_person_added_are_kept() -> None:
+    cur = held("a")
+    cur = CurrentService(
+        **{**cur.__dict__, "connection": {**cur.connection, "mlModelFilterPattern": {"includes": ["x"]}}}
+    )
+    plan = compute_plan(by_name(desired("a", "http://new:1")), by_name(cur), owner_tag=OWNER)
+    body = plan.update[0].body
+    assert body is not None
+    assert body["connection"]["config"]["mlModelFilterPattern"] == {"includes": ["x"]}
+
+
+def test_masked_secret_in_openmetadata_does_not_cause_an_update() -> None:
+    assert scope_succeeded(None, {}, all_ok=True)
+    f = Finding(
+        kind=PlatformKind.SAGEMAKER,
+        source="aws",
+        scope=("sagemaker", "aws", "1", "r"),
+        key="1/r",
+        attributes={"region": "eu-west-1", "access_keys": {"access_key_id": "AK", "secret_access_key": "real"}},
+        name="s",
+    )
+    want = map_finding(f, owner_tag=OWNER)
+    cur = CurrentService.from_entity(
+        {
+            "id": "1",
+            "name": "s",
+            "serviceType": "SageMaker",
+            "connection": {
+                "config": {
+                    "type": "SageMaker",
+                    "awsConfig": {"awsRegion": "eu-west-1", "awsAccessKeyId": "AK", "awsSecretAccessKey": SECRET_MASK},
+                }
+            },
+            "tags": [MARK],
+        }
+    )
+    assert compute_plan({"s": want}, {"s": cur}, owner_tag=OWNER).unchanged
+
+
+def test_plan_output_masks_secrets() -> None:
+    f = Finding(
+        kind=PlatformKind.SAGEMAKER,
+        source="aws",
+        scope=("sagemaker", "aws", "1", "r"),
+        key="1/r",
+        attributes={"region": "eu-west-1", "access_keys": {"access_key_id": "AK", "secret_access_key": "real-secret"}},
+        name="s",
+    )
+    plan = compute_plan({"s": map_finding(f, owner_tag=OWNER)}, {}, owner_tag=OWNER)
+    assert "real-secret" not in repr(plan.to_dict())
+
+
+def test_soft_deleted_owned_service_found_again_is_restored() -> None:
+    plan = compute_plan(by_name(desired("a")), by_name(held("a", deleted=True)), owner_tag=OWNER)
+    assert [c.name for c in plan.restore] == ["a"]
+    assert not plan.create
+
+
+def test_create_only_skips_updates() -> None:
+    plan = compute_plan(
+        by_name(desired("a", "http://new:1")), by_name(held("a")), owner_tag=OWNER, policy="create-only"
+    )
+    assert not plan.update
+    assert [c.name for c in plan.skipped] == ["a"]
+
+
+def _sync(prev_misses: dict[str, int], ok: bool = True, **kw: Any) -> Any:
+    scope = ("mlflow", "ml")
+    current = by_name(*(held(f"s{i}", f"http://h:{i}") for i in range(10)))
+    want = by_name(*(desired(f"s{i}", f"http://h:{i}", scope=(*scope, f"u{i}")) for i in range(1, 10)))
+    return compute_plan(
+        want,
+        current,
+        owner_tag=OWNER,
+        policy=kw.pop("policy", "sync"),
+        stale_after=3,
+        max_delete_fraction=kw.pop("fraction", 0.2),
+        outcomes={scope: ok},
+        all_scopes_ok=ok,
+        misses=prev_misses,
+        known_scopes={"s0": (*scope, "u0")},
+        **kw,
+    )
+
+
+def test_sync_deletes_only_after_stale_after_consecutive_misses() -> None:
+    p1 = _sync({})
+    assert not p1.delete and p1.misses == {"s0": 1}
+    p2 = _sync(dict(p1.misses))
+    assert not p2.delete and p2.misses == {"s0": 2}
+    p3 = _sync(dict(p2.misses))
+    assert [c.name for c in p3.delete] == ["s0"]
+
+
+def test_failed_scope_holds_the_miss_count_and_deletes_nothing() -> None:
+    plan = _sync({"s0": 5}, ok=False)
+    assert not plan.delete
+    assert plan.misses == {"s0": 5}
+
+
+def test_upsert_only_never_deletes() -> None:
+    assert not _sync({"s0": 9}, policy="upsert-only").delete
+
+
+def test_deletes_beyond_max_delete_fraction_are_all_skipped_with_the_reason() -> None:
+    plan = _sync({"s0": 9}, fraction=0.05)
+    assert not plan.delete
+    assert plan.skipped[0].name == "s0"
+    assert "max_delete_fraction" in plan.skipped[0].reason
+
+
+def test_foreign_services_are_never_deleted() -> None:
+    plan = compute_plan(
+        {},
+        by_name(held("x", owned=False)),
+        owner_tag=OWNER,
+        policy="sync",
+        stale_after=1,
+        max_delete_fraction=1.0,
+        all_scopes_ok=True,
+    )
+    assert not plan.delete
+    assert plan.misses == {}
+
+
+def test_protected_names_are_not_counted_as_missing() -> None:
+    plan = compute_plan(
+        {},
+        by_name(held("x")),
+        owner_tag=OWNER,
+        policy="sync",
+        stale_after=1,
+        max_delete_fraction=1.0,
+        all_scopes_ok=True,
+        protected={"x"},
+    )
+    assert not plan.delete
+
+
+def test_scope_succeeded_walks_up_to_the_nearest_reported_scope() -> None:
+    outcomes = {("sm", "aws"): True, ("sm", "aws", "111"): False, ("sm", "aws", "222"): True}
+    assert not scope_succeeded(("sm", "aws", "111", "eu-west-1"), outcomes, all_ok=False)
+    assert scope_succeeded(("sm", "aws", "222", "eu-west-1"), outcomes, all_ok=False)
+    assert not scope_succeeded(("gone", "x"), outcomes, all_ok=False)
+    assert scope_succeeded(("gone", "x"), outcomes, all_ok=True)
