@@ -167,3 +167,15 @@ def test_static_finding_of_every_type_validates_against_the_schema() -> None:
         body = map_finding(f, owner_tag=OWNER).body()
         schema_validator("CreateMlModelServiceRequest").validate(body)
         assert body["serviceType"] == body["connection"]["config"]["type"] == kind.value
+
+
+def test_item_metadata_overrides_discoverer_defaults_field_by_field() -> None:
+    owner = uuid.uuid4()
+    defaults = ServiceMetadata(description="default", tags=("A.b",))
+    merged = defaults.merged(ServiceMetadata(owners=(OwnerRef(id=owner, type="user"),), tags=("C.d",)))
+    assert merged.description == "default"
+    assert merged.tags == ("C.d",)
+    assert merged.owners is not None
+    assert merged.owners[0].id == owner
+    body = map_finding(mlflow_finding(metadata=merged), owner_tag=OWNER).body()
+    assert body["owners"] == [{"id": str(owner), "type": "user"}]

@@ -181,9 +181,11 @@ def _sync(prev_misses: dict[str, int], ok: bool = True, **kw: Any) -> Any:
 
 def test_sync_deletes_only_after_stale_after_consecutive_misses() -> None:
     p1 = _sync({})
-    assert not p1.delete and p1.misses == {"s0": 1}
+    assert not p1.delete
+    assert p1.misses == {"s0": 1}
     p2 = _sync(dict(p1.misses))
-    assert not p2.delete and p2.misses == {"s0": 2}
+    assert not p2.delete
+    assert p2.misses == {"s0": 2}
     p3 = _sync(dict(p2.misses))
     assert [c.name for c in p3.delete] == ["s0"]
 

@@ -96,8 +96,8 @@ def configure_logging(
     handler.addFilter(flt)
     root.addHandler(handler)
     root.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
-    # Libraries at DEBUG would print request lines; keep them one level quieter than ours.
+    # Libraries log every request at INFO (URLs, never headers); our own events say what matters.
     for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _handler, _filter = handler, flt
     return flt

@@ -22,6 +22,8 @@ from mlsvc_discover._errors import ProbeError
 __all__ = [
     "HttpProbeError",
     "Origin",
+    "clean_text",
+    "format_origin_host",
     "format_seconds",
     "origin_of",
     "read_bounded",
@@ -178,7 +180,8 @@ def translate_transport_error(exc: httpx.HTTPError, timeout: float) -> HttpProbe
         text = str(exc)
         if "disconnected" in text.lower():
             return HttpProbeError("server closed the connection without answering", kind="unreachable")
-        return HttpProbeError(f"invalid HTTP response: {clean_text(text)}", kind="not_mlflow")
+        # The parser's message quotes the peer's bytes: not for a reason that ends up in reports.
+        return HttpProbeError("not an MLflow tracking server: invalid HTTP response", kind="not_mlflow")
     if isinstance(exc, httpx.ConnectError):
         # "All connection attempts failed" and friends: the cause chain said nothing better.
         return HttpProbeError(f"connection failed: {clean_text(str(exc) or type(exc).__name__)}", kind="unreachable")

@@ -84,7 +84,8 @@ class ServiceMetadata(StrictModel):
         """Return these defaults with every field that ``override`` sets replaced."""
         if override is None:
             return self
-        return self.model_copy(update=override.model_dump(exclude_none=True))
+        # model_copy(update=...) would skip validation and leave owners as plain dicts.
+        return ServiceMetadata.model_validate({**self.model_dump(), **override.model_dump(exclude_none=True)})
 
 
 class DiscovererConfig(StrictModel):

@@ -1,0 +1,413 @@
+"""The long-running mode: a cycle at start, then on the schedule, until SIGTERM or SIGINT.
+
+Scheduling is APScheduler 3.x (:class:`AsyncIOScheduler`) on an asyncio loop this module owns.
+Guarantees, each tested:
+
+- never two cycles at once: a cycle due while one still runs is *skipped*, logged and counted
+  (``mlsvc_discover_cycles_skipped_total``), never queued, so a slow OpenMetadata cannot pile
+  cycles up;
+- a failing cycle (OpenMetadata down, a discoverer failing, even an exception escaping
+  :meth:`Agent.run_once`) never stops the process: it is logged, counted, and the next cycle
+  runs on time;
+- on SIGTERM/SIGINT the cycle in flight stops after the write it is doing (the ``stop`` event
+  the controller checks between writes), gets ``schedule.grace_period`` to get there, and the
+  services it did and did not apply are logged; the exit code is 0 either way, because
+  stopping on request is not a failure and the next run reconciles whatever was left. A
+  second signal cuts the grace period short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from mlsvc_discover._errors import ConfigError
+from mlsvc_discover._logging import configure_logging, redact
+from mlsvc_discover.config import AgentConfig, ScheduleConfig
+from mlsvc_discover.controller import Agent
+from mlsvc_discover.metrics import Metrics, succeeded
+from mlsvc_discover.report import Report
+from mlsvc_discover.server import HealthServer, Readiness
+
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "Daemon",
+    "OnCycle",
+    "build_trigger",
+    "cron_trigger",
+    "crontab_weekdays",
+    "run_forever",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 15 * 60.0
+EXIT_OK = 0
+EXIT_CANNOT_SERVE = 1
+EXIT_CONFIG = 2  # as the CLI's: a bad config, nothing contacted
+_CRON_SAMPLES = 8
+
+OnCycle = Callable[[Report], Awaitable[None] | None]
+"""Called after every cycle with its report (tests use it to change the world in between)."""
+
+
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday(token: str) -> int:
+    """A crontab day-of-week token as 0..7 (0 and 7 are Sunday), numbers or names."""
+    name = token.strip().lower()[:3]
+    if name in _WEEKDAYS:
+        return _WEEKDAYS.index(name)
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token)
+    raise ValueError(f"{token!r} is not a day of the week (0-7 or sun-sat)")
+
+
+def crontab_weekdays(field: str) -> str:
+    """The day-of-week field of a standard crontab as APScheduler 3.x reads it correctly.
+
+    APScheduler 3.x numbers weekdays from Monday (0) while crontab numbers them from Sunday
+    (0 or 7), so ``from_crontab("0 9 * * 1-5")`` would run Tuesday to Saturday. Day names mean
+    the same to both, so every number, range and step is spelled out as a list of names.
+    """
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step {step_text!r} in {field!r} must be at least 1")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            a, b = span.split("-", 1)
+            first, last = _weekday(a), _weekday(b)
+        else:
+            first = _weekday(span)
+            last = 6 if step_text else first  # "1/2" means from Monday to the end of the week
+        if last < first:
+            raise ValueError(f"range {span!r} in {field!r} runs backwards")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expr: str, *, jitter: float | None = None) -> Any:
+    """An APScheduler CronTrigger for a standard 5-field crontab expression (Sunday is 0 or 7)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r} has {len(fields)} fields; a crontab expression has 5")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        minute=minute, hour=hour, day=day, month=month, day_of_week=crontab_weekdays(weekday), jitter=jitter
+    )
+
+
+def _cron_interval(expr: str) -> float:
+    """The longest gap between the next few fire times of a crontab expression, in seconds.
+
+    Readiness needs "one interval" of a cron schedule. The longest of several gaps rather than
+    the next one, so that ``0 9 * * 1-5`` is not unready every weekend.
+    """
+    trigger = cron_trigger(expr)
+    now = datetime.now(trigger.timezone)
+    times = [trigger.get_next_fire_time(None, now)]
+    for _ in range(_CRON_SAMPLES):
+        previous = times[-1]
+        if previous is None:
+            break
+        times.append(trigger.get_next_fire_time(previous, previous + timedelta(microseconds=1)))
+    fired = [t for t in times if t is not None]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fired)]
+    return max(gaps) if gaps else DEFAULT_INTERVAL
+
+
+def build_trigger(schedule: ScheduleConfig) -> tuple[Any, float]:
+    """The APScheduler trigger for ``schedule`` and its interval in seconds (for readiness).
+
+    Raises ConfigError when ``schedule.cron`` cannot be read with crontab's weekday numbers.
+    """
+    jitter = schedule.jitter or None
+    if schedule.cron is not None:
+        try:
+            trigger = cron_trigger(schedule.cron, jitter=jitter)
+            interval = _cron_interval(schedule.cron)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{schedule.cron!r} is not a valid crontab expression: {exc}", key="schedule.cron"
+            ) from exc
+        return trigger, interval
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    interval = schedule.interval if schedule.interval is not None else DEFAULT_INTERVAL
+    return IntervalTrigger(seconds=interval, jitter=jitter), interval
+
+
+def _describe(schedule: ScheduleConfig, interval: float) -> str:
+    what = f"cron {schedule.cron!r}" if schedule.cron is not None else f"every {interval:g}s"
+    return what + (f" with up to {schedule.jitter:g}s jitter" if schedule.jitter else "")
+
+
+class Daemon:
+    """One agent, its schedule, its metrics and its health endpoint.
+
+    Build it, then ``await daemon.run(stop)``; setting ``stop`` shuts it down gracefully.
+    ``port`` is the bound port of the health endpoint once ``started`` is set.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        agent: Agent | None = None,
+        registry: CollectorRegistry | None = None,
+        on_cycle: OnCycle | None = None,
+    ) -> None:
+        self.config = config
+        self.agent = agent if agent is not None else Agent(config)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.trigger, self.interval = build_trigger(config.schedule)
+        self.readiness = Readiness(self.interval, config.server.ready_intervals, jitter=config.schedule.jitter)
+        self.server: HealthServer | None = None
+        self.port: int | None = None
+        self.started = asyncio.Event()
+        self.cycles = 0
+        self.skipped = 0
+        self._on_cycle = on_cycle
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._inflight: asyncio.Task[Report] | None = None
+        self._inflight_since = 0.0
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until ``stop`` is set; 0 after a graceful stop, 1 if the endpoint cannot bind."""
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._stop = stop
+        if self.config.server.enabled:
+            self.server = HealthServer(self.config.server.address, self.readiness, self.registry)
+            try:
+                self.port = self.server.start()
+            except OSError as exc:
+                log.error(
+                    "cannot serve health and metrics on %s: %s; free the port or change server.address",
+                    self.config.server.address,
+                    exc.strerror or exc,
+                )
+                self.server = None
+                await self.agent.aclose()
+                return EXIT_CANNOT_SERVE
+
+        scheduler = AsyncIOScheduler()
+        scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        scheduler.add_job(
+            self._job,
+            trigger=self.trigger,
+            id="cycle",
+            name="discovery cycle",
+            max_instances=1,
+            # A late run (loop busy, host suspended) still runs, once, rather than never.
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.start()
+        self.started.set()
+        log.info(
+            "agent %s started: a cycle now, then %s",
+            self.config.owner_id,
+            _describe(self.config.schedule, self.interval),
+        )
+        try:
+            await stop.wait()
+            # No new cycle may start while the one in flight drains.
+            scheduler.pause()
+            await self._drain()
+        finally:
+            scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # shutdown is scheduled on the loop; let it run
+            await self.agent.aclose()
+            if self.server is not None:
+                self.server.close()
+        log.info("agent %s stopped", self.config.owner_id)
+        return EXIT_OK
+
+    def force_stop(self) -> None:
+        """Cancel the cycle in flight now instead of waiting out the grace period."""
+        self._force.set()
+
+    async def _drain(self) -> None:
+        task = self._inflight
+        if task is None or task.done():
+            log.info("stopping: no cycle in flight")
+            return
+        grace = self.config.schedule.grace_period
+        log.info("stopping: the cycle in flight stops after its current write (grace period %gs)", grace)
+        force = asyncio.ensure_future(self._force.wait())
+        try:
+            await asyncio.wait({task, force}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            force.cancel()
+        if task.done() and not task.cancelled():
+            report = task.result()
+            log.info(
+                "stopped after the cycle in flight: applied %d: %s; not applied %d: %s",
+                len(report.applied),
+                ", ".join(sorted(report.applied)) or "none",
+                len(report.not_applied),
+                ", ".join(sorted(report.not_applied)) or "none",
+            )
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        why = "a second signal" if self._force.is_set() else f"the grace period of {grace:g}s ran out"
+        log.warning(
+            "%s: the cycle in flight was cancelled; writes it already sent stay, the rest is applied on the next run",
+            why,
+        )
+
+    # --- one cycle -------------------------------------------------------------------------
+
+    def _on_max_instances(self, event: Any) -> None:
+        self._skip()
+
+    def _skip(self) -> None:
+        self.skipped += 1
+        self.metrics.skipped()
+        running = time.monotonic() - self._inflight_since
+        log.warning(
+            "cycle skipped: the previous cycle is still running (for %.1fs); if this repeats, lengthen "
+            "schedule.interval or find what makes cycles slow",
+            running,
+        )
+
+    async def _job(self) -> None:
+        if self._stop.is_set():
+            return
+        if self._inflight is not None and not self._inflight.done():
+            # APScheduler's max_instances=1 normally catches this first; kept as a second lock.
+            self._skip()
+            return
+        self._inflight_since = time.monotonic()
+        task = asyncio.create_task(self._cycle(), name="mlsvc-discover-cycle")
+        self._inflight = task
+        # Shielded: stopping the scheduler cancels its job, but the cycle must get its grace.
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._stop.is_set():
+                return  # shutdown: the drain waits for the cycle; this wrapper has nothing left to do
+            raise
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.agent.secrets())
+
+    async def _cycle(self) -> Report:
+        self.cycles += 1
+        number = self.cycles
+        started = time.monotonic()
+        crashed = False
+        try:
+            report = await self.agent.run_once(stop=self._stop)
+        except Exception as exc:  # an unexpected bug must cost one cycle, not the process
+            crashed = True
+            log.exception("cycle %d crashed; the next cycle runs on schedule", number)
+            report = Report(
+                started_at=time.time(), fatal=self._redact(f"the cycle crashed: {type(exc).__name__}: {exc}")
+            )
+            report.duration = time.monotonic() - started
+        self.metrics.observe(report, crashed=crashed)
+        ok = succeeded(report)
+        reason = report.fatal or ("interrupted by shutdown" if report.interrupted else None)
+        self.readiness.record(success=ok, duration=report.duration, reason=self._redact(reason) if reason else None)
+        self._log_report(number, report, ok)
+        if self._on_cycle is not None:
+            try:
+                result = self._on_cycle(report)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("the on_cycle callback failed")
+        return report
+
+    def _log_report(self, number: int, report: Report, ok: bool) -> None:
+        found = sum(s.findings for s in report.discoverers.values())
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted((+report.outcomes).items())) or "no writes"
+        state = "ok" if ok else "FAILED"
+        log.info(
+            "cycle %d %s in %.2fs: %d found; %s; %d failures",
+            number,
+            state,
+            report.duration,
+            found,
+            outcomes,
+            len(report.failures),
+        )
+        if report.fatal:
+            log.error("cycle %d: %s", number, self._redact(report.fatal))
+        for f in report.failures:
+            src = f"{f.source}: " if f.source else ""
+            log.warning("cycle %d: [%s] %s%s: %s", number, f.stage, src, f.item, self._redact(f.reason))
+        if report.plan is not None:
+            for why in sorted({c.reason for c in report.plan.skipped}):
+                log.warning("cycle %d: held back: %s", number, why)
+
+
+async def serve(config: AgentConfig, *, stop: asyncio.Event, on_cycle: OnCycle | None = None) -> int:
+    """Run the agent in this process until ``stop`` is set (no signal handlers, no logging set-up)."""
+    return await Daemon(config, on_cycle=on_cycle).run(stop)
+
+
+async def _main(config: AgentConfig) -> int:
+    try:
+        daemon = Daemon(config)
+    except ConfigError as exc:
+        print(f"mlsvc-discover: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.logging.level, config.logging.format, daemon.agent.secrets())
+    # The daemon logs skips itself; APScheduler's per-run INFO lines would only add noise.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("received %s again: cancelling the cycle in flight", sig.name)
+            daemon.force_stop()
+            return
+        log.info("received %s: stopping", sig.name)
+        stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await daemon.run(stop)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def run_forever(config: AgentConfig) -> int:
+    """``mlsvc-discover discover`` without ``--once``: run until SIGTERM/SIGINT; the exit code."""
+    return asyncio.run(_main(config))

@@ -1,0 +1,179 @@
+"""Prometheus metrics of the long-running agent, fed from each cycle's :class:`Report`.
+
+Every metric lives in a registry the caller owns (never the global default one), so that two
+agents in one test process, or a library user's own metrics, never collide.
+
+Label values come only from discoverer names (validated by the config) and from failure kinds
+chosen by the code. Anything else is squeezed into ``other`` so that no URI, account, reason
+text or secret can ever become a label value, and so that cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mlsvc_discover.report import Report
+
+__all__ = ["DELETION_REASONS", "RESULTS", "WRITE_OUTCOMES", "Metrics", "fatal_kind", "succeeded"]
+
+WRITE_OUTCOMES: Final = ("created", "updated", "unchanged", "restored", "deleted", "failed", "conflict", "skipped")
+RESULTS: Final = ("success", "failure")
+DELETION_REASONS: Final = ("stale", "blocked_max_fraction")
+
+# Cycles range from well under a second (a few static services) to many minutes (hundreds of
+# AWS accounts); the buckets cover both ends.
+_DURATION_BUCKETS: Final = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, float("inf"))
+_NAME_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KIND_LABEL = re.compile(r"^[a-z0-9_]{1,64}$")
+OPENMETADATA: Final = "openmetadata"
+
+
+def succeeded(report: Report) -> bool:
+    """Whether a cycle counts as a success for metrics and readiness.
+
+    OpenMetadata was reachable and accepted the agent (``fatal`` is unset), and the plan was
+    applied to the end (not cut short by a shutdown). Per-item failures (one URI, one account,
+    one rejected write) do not make a cycle fail: they are counted in ``errors_total``.
+    """
+    return report.fatal is None and not report.interrupted
+
+
+def fatal_kind(report: Report) -> str | None:
+    """A low-cardinality kind for ``report.fatal``: ``openmetadata_auth`` or ``..._unavailable``.
+
+    The report carries the fatal error as text only; the controller's auth messages are the
+    ones that say the token or the bot's role was refused.
+    """
+    if report.fatal is None:
+        return None
+    text = report.fatal.lower()
+    auth_marks = ("refused the agent", "http 401", "http 403", "token was rejected", "give the bot permission")
+    if any(mark in text for mark in auth_marks):
+        return "openmetadata_auth"
+    return "openmetadata_unavailable"
+
+
+def _name_label(value: str | None) -> str:
+    if value is None:
+        return OPENMETADATA
+    return value if _NAME_LABEL.match(value) else "other"
+
+
+def _kind_label(value: str) -> str:
+    return value if _KIND_LABEL.match(value) else "other"
+
+
+class Metrics:
+    """The agent's metrics; :meth:`observe` folds one cycle's report into them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.cycle_duration = Histogram(
+            "mlsvc_discover_cycle_duration_seconds",
+            "Wall time of one discovery cycle (discover, plan, apply).",
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "mlsvc_discover_last_success_timestamp_seconds",
+            "Unix time at which the last successful cycle finished (0 before the first).",
+            registry=registry,
+        )
+        self.consecutive_failures = Gauge(
+            "mlsvc_discover_consecutive_failed_cycles",
+            "Cycles that failed in a row (OpenMetadata unreachable or refusing, or a crash); 0 after a success.",
+            registry=registry,
+        )
+        self.cycles = Counter(
+            "mlsvc_discover_cycles_total",
+            "Cycles run, by result (success: OpenMetadata reachable and the plan applied).",
+            ["result"],
+            registry=registry,
+        )
+        self.cycles_skipped = Counter(
+            "mlsvc_discover_cycles_skipped_total",
+            "Scheduled cycles skipped because the previous one was still running.",
+            registry=registry,
+        )
+        self.findings = Gauge(
+            "mlsvc_discover_findings",
+            "Services found by each discoverer in the last cycle.",
+            ["discoverer"],
+            registry=registry,
+        )
+        self.writes = Counter(
+            "mlsvc_discover_writes_total",
+            "Outcome of each service the agent planned for (created, updated, unchanged, ...).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "mlsvc_discover_errors_total",
+            "Failures by discoverer (or openmetadata) and kind.",
+            ["discoverer", "kind"],
+            registry=registry,
+        )
+        self.deletions = Counter(
+            "mlsvc_discover_deletions_total",
+            "Deletions applied (stale) and deletions held back by max_delete_fraction (blocked_max_fraction).",
+            ["reason"],
+            registry=registry,
+        )
+        # Pre-create the fixed label values so dashboards and alerts see 0, not "no data".
+        for result in RESULTS:
+            self.cycles.labels(result=result)
+        for outcome in WRITE_OUTCOMES:
+            self.writes.labels(outcome=outcome)
+        for reason in DELETION_REASONS:
+            self.deletions.labels(reason=reason)
+        self.last_success.set(0)
+        self.consecutive_failures.set(0)
+
+    def skipped(self) -> None:
+        """Count a scheduled cycle that did not run because one was still in flight."""
+        self.cycles_skipped.inc()
+
+    def observe(self, report: Report, *, crashed: bool = False) -> None:
+        """Fold one finished cycle into the metrics.
+
+        ``crashed`` marks a cycle that raised instead of returning its report; it is counted
+        as an error of the agent itself (``discoverer="agent", kind="crash"``).
+        """
+        self.cycle_duration.observe(max(0.0, report.duration))
+        ok = succeeded(report) and not crashed
+        self.cycles.labels(result="success" if ok else "failure").inc()
+        if ok:
+            self.last_success.set(time.time())
+            self.consecutive_failures.set(0)
+        else:
+            self.consecutive_failures.inc()
+
+        for name, stats in report.discoverers.items():
+            self.findings.labels(discoverer=_name_label(name)).set(stats.findings)
+
+        for outcome, count in report.outcomes.items():
+            if count > 0:
+                label = outcome if outcome in WRITE_OUTCOMES else "other"
+                self.writes.labels(outcome=label).inc(count)
+
+        for failure in report.failures:
+            self.errors.labels(discoverer=_name_label(failure.source), kind=_kind_label(failure.kind)).inc()
+        if crashed:
+            self.errors.labels(discoverer="agent", kind="crash").inc()
+        else:
+            kind = fatal_kind(report)
+            if kind is not None:
+                self.errors.labels(discoverer=OPENMETADATA, kind=kind).inc()
+
+        deleted = report.outcomes.get("deleted", 0)
+        if deleted:
+            self.deletions.labels(reason="stale").inc(deleted)
+        if report.plan is not None:
+            # plan.py words the fraction guard's skips this way; create-only skips are not deletions.
+            blocked = sum(1 for c in report.plan.skipped if "max_delete_fraction" in c.reason)
+            if blocked:
+                self.deletions.labels(reason="blocked_max_fraction").inc(blocked)

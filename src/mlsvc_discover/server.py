@@ -1,0 +1,195 @@
+"""The health and metrics endpoint of the long-running agent: ``/healthz``, ``/readyz``, ``/metrics``.
+
+A stdlib threaded HTTP server in a daemon thread: the asyncio loop that runs the cycles never
+serves a request, so a probe still answers while a cycle is busy, and a wedged loop cannot
+take the probe down with it (liveness then only says the process exists, which is what a
+restart would fix anyway).
+
+Readiness, precisely: ``/readyz`` answers 200 when a cycle *succeeded* (OpenMetadata was
+reachable, accepted the agent, and the plan was applied to the end; per-item failures do not
+count against it) and finished no longer ago than ``ready_intervals`` schedule intervals plus
+the jitter. Otherwise 503 with a one-line reason. Before the first success it is 503 too: the
+agent has not yet shown that it can reach OpenMetadata. The reason says ``starting`` while
+the first cycle, and one interval after it, are still within reach (the start-up allowance:
+the first retry of a failed first cycle comes one interval later), and ``not ready`` after.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+__all__ = ["HealthServer", "Readiness", "parse_address"]
+
+log = logging.getLogger(__name__)
+
+_MAX_REASON = 300
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+
+
+class Readiness:
+    """What ``/readyz`` answers, updated by the daemon after each cycle; thread-safe.
+
+    ``interval`` is the (longest) time between two scheduled cycles in seconds; the clock is
+    monotonic so that a wall-clock jump never flips readiness.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        ready_intervals: int,
+        *,
+        jitter: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self.ready_intervals = ready_intervals
+        self.jitter = jitter
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._first_cycle_took: float | None = None
+        self._last_success: float | None = None
+        self._last_failure: str | None = None
+
+    @property
+    def window(self) -> float:
+        """How old the last success may be while the agent stays ready."""
+        return self.ready_intervals * self.interval + self.jitter
+
+    def record(self, *, success: bool, duration: float, reason: str | None = None) -> None:
+        """Note a finished cycle; ``reason`` (redacted by the caller) explains a failure."""
+        with self._lock:
+            if self._first_cycle_took is None:
+                self._first_cycle_took = duration
+            if success:
+                self._last_success = self._clock()
+                self._last_failure = None
+            else:
+                self._last_failure = _one_line(reason or "the cycle failed")
+
+    def check(self) -> tuple[bool, str]:
+        """``(ready, one-line reason)``."""
+        with self._lock:
+            now = self._clock()
+            if self._last_success is None:
+                first = self._first_cycle_took
+                allowance = self.interval + self.jitter + (first if first is not None else 0.0)
+                since = now - self._started
+                if first is None:
+                    return False, f"starting: the first cycle is still running ({since:.0f}s since start)"
+                why = f"; last cycle failed: {self._last_failure}" if self._last_failure else ""
+                state = "starting" if since <= allowance else "not ready"
+                return False, f"{state}: no cycle has succeeded yet ({since:.0f}s since start){why}"
+            age = now - self._last_success
+            if age <= self.window:
+                return True, f"ok: last successful cycle finished {age:.0f}s ago"
+            why = f"; last cycle failed: {self._last_failure}" if self._last_failure else ""
+            return False, (
+                f"not ready: last successful cycle finished {age:.0f}s ago, more than "
+                f"{self.ready_intervals} x {self.interval:g}s intervals{why}"
+            )
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"0.0.0.0:8080"`` -> ``("0.0.0.0", 8080)``; ``"[::]:8080"`` -> ``("::", 8080)``."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A restarted agent must be able to bind its port again at once.
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], readiness: Readiness, registry: CollectorRegistry) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.readiness = readiness
+        self.registry = registry
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "mlsvc-discover"
+    sys_version = ""
+    # A probe that connects and never sends must not hold a thread for ever.
+    timeout: ClassVar[float] = 10.0
+
+    def _answer(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            self._answer(200, b"ok\n")
+        elif path == "/readyz":
+            ready, reason = self.server.readiness.check()
+            self._answer(200 if ready else 503, (reason + "\n").encode())
+        elif path == "/metrics":
+            self._answer(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        else:
+            self._answer(404, b"not found: try /healthz, /readyz or /metrics\n")
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Probes hit every few seconds; one line each at INFO would drown the cycle logs.
+        log.debug("%s - %s", self.address_string(), format % args)
+
+
+class HealthServer:
+    """Serves the probes and metrics from a daemon thread until :meth:`close`."""
+
+    def __init__(self, address: str, readiness: Readiness, registry: CollectorRegistry) -> None:
+        self.address = address
+        self.readiness = readiness
+        self.registry = registry
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Bind and start serving; returns the bound port (useful when the address says port 0).
+
+        Raises OSError when the address cannot be bound (in use, not permitted).
+        """
+        self._server = _Server(parse_address(self.address), self.readiness, self.registry)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="mlsvc-health", daemon=True
+        )
+        self._thread.start()
+        port = int(self._server.server_address[1])
+        log.info("serving /healthz, /readyz and /metrics on %s (port %d)", self.address, port)
+        return port
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
