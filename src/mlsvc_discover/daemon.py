@@ -243,6 +243,9 @@ class Daemon:
             scheduler.pause()
             await self._drain()
         finally:
+            inflight = self._inflight
+            if inflight is not None and not inflight.done():
+                inflight.cancel()  # only when run() itself was cancelled; the drain finished it otherwise
             scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # shutdown is scheduled on the loop; let it run
             await self.agent.aclose()

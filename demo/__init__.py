@@ -1,0 +1,1 @@
+"""The README's demo: real local components, one `discover --once` against them."""
