@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-
 from bench.servers import MotoProcess, aws_env, start_mlflow_servers
 
 ACCOUNTS = ("111111111111", "222222222222")
@@ -34,7 +33,7 @@ def _seed_mlflow(url: str) -> None:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback URL we started
+    with urllib.request.urlopen(request, timeout=30) as resp:
         resp.read()
 
 

@@ -178,3 +178,23 @@ def test_token_is_sent_as_bearer_header() -> None:
     client, _ = make_client(handler)
     asyncio.run(client.list_services())
     assert auth == [f"Bearer {TOKEN}"]
+
+
+@pytest.mark.parametrize("use_bulk", [True, False])
+def test_stop_prevents_queued_writes_from_being_sent(use_bulk: bool) -> None:
+    stop = asyncio.Event()
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        stop.set()  # a shutdown arrives while the first write is in flight
+        items = json.loads(request.content)
+        if isinstance(items, list):
+            ok = [{"request": i["name"], "status": 200} for i in items]
+            return httpx.Response(200, json={"status": "success", "successRequest": ok})
+        return httpx.Response(201, json={"id": "x", **items})
+
+    client, _ = make_client(handler, max_concurrency=1, batch_size=2, use_bulk=use_bulk)
+    results = asyncio.run(client.upsert([body(f"s{i}") for i in range(6)], stop=stop))
+    assert len(sent) == 1
+    assert len(results) == (2 if use_bulk else 1)

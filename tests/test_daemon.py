@@ -410,11 +410,13 @@ def test_a_cycle_that_raises_is_logged_and_counted_and_the_next_cycle_runs(
 
         calls = 0
 
-        async def run_once(self, *, dry_run: bool = False, stop: asyncio.Event | None = None) -> Report:
+        async def run_once(
+            self, *, dry_run: bool = False, stop: asyncio.Event | None = None, report: Report | None = None
+        ) -> Report:
             self.calls += 1
             if self.calls == 2:
                 raise RuntimeError(f"unexpected state near token {OM_TOKEN}")
-            return await super().run_once(dry_run=dry_run, stop=stop)
+            return await super().run_once(dry_run=dry_run, stop=stop, report=report)
 
     run = drive(config, lambda n, r, d: n == 3, agent=CrashingOnce(config))
 

@@ -225,19 +225,40 @@ def test_observe_counts_outcomes_findings_and_failures_with_only_name_and_kind_l
     assert "10.0.0.1" not in text
 
 
-@pytest.mark.parametrize(
-    ("fatal", "kind"),
-    [
-        ("OpenMetadata refused the agent (PUT ...: HTTP 403: not allowed); writes stopped for this cycle", "auth"),
-        ("cannot read ML model services from OpenMetadata: GET /x: HTTP 401: Unauthorized; the token was", "auth"),
-        ("cannot read ML model services from OpenMetadata: GET /x: HTTP 503 (after 5 attempts)", "unavailable"),
-        ("openmetadata.host is not set (config or OPENMETADATA_HOST); nothing can be written", "unavailable"),
-    ],
-)
-def test_a_fatal_cycle_fails_and_its_kind_separates_auth_from_unavailability(fatal: str, kind: str) -> None:
-    report = Report(fatal=fatal)
+@pytest.mark.parametrize("scenario", ["revoked_token", "forbidden_bot", "server_down", "persistent_503"])
+def test_a_fatal_cycle_fails_and_its_kind_separates_auth_from_unavailability(
+    scenario: str, om_standin: OpenMetadataStandIn, refused_url: str
+) -> None:
+    import asyncio
+
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.controller import Agent
+
+    host = om_standin.base_url
+    if scenario == "revoked_token":
+        om_standin.revoke(OM_TOKEN)
+    elif scenario == "forbidden_bot":
+        om_standin.add_token(OM_TOKEN, Principal(OM_BOT_NAME, is_bot=True, allowed=False))
+    elif scenario == "server_down":
+        host = refused_url.rstrip("/") + "/api"
+    else:
+        om_standin.inject(FaultRule(status=503))
+    raw = {
+        "openmetadata": {"host": host, "token": OM_TOKEN, "retries": 1, "backoff_initial": 0.01},
+        "discoverers": [{"type": "static", "name": "s", "services": [{"name": "x", "service_type": "Sklearn"}]}],
+    }
+
+    async def cycle() -> Report:
+        agent = Agent(parse_config(raw, {}))
+        try:
+            return await agent.run_once()
+        finally:
+            await agent.aclose()
+
+    report = asyncio.run(cycle())
     assert not succeeded(report)
-    assert fatal_kind(report) == f"openmetadata_{kind}"
+    expected = "auth" if scenario in ("revoked_token", "forbidden_bot") else "unavailable"
+    assert fatal_kind(report) == f"openmetadata_{expected}"
 
 
 def test_an_interrupted_cycle_is_not_a_success() -> None:

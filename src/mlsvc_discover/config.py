@@ -117,10 +117,12 @@ class ScheduleConfig(StrictModel):
         if self.interval is not None and self.cron is not None:
             raise ValueError("set either interval or cron, not both")
         if self.cron is not None:
-            from apscheduler.triggers.cron import CronTrigger
+            # The daemon's builder, so config accepts exactly what the scheduler will run
+            # (standard crontab weekdays: 0 and 7 are Sunday).
+            from mlsvc_discover.daemon import cron_trigger
 
             try:
-                CronTrigger.from_crontab(self.cron)
+                cron_trigger(self.cron)
             except ValueError as exc:
                 raise ValueError(f"cron {self.cron!r} is not a valid crontab expression: {exc}") from exc
         return self

@@ -126,9 +126,17 @@ class Agent:
     async def discover(self) -> list[tuple[DiscoveryResult, float]]:
         return list(await asyncio.gather(*(self._discover_one(d) for d in self._discoverers)))
 
-    async def run_once(self, *, dry_run: bool = False, stop: asyncio.Event | None = None) -> Report:
-        """Run one full cycle and return its report. Never raises for soft errors."""
-        report = Report(dry_run=dry_run, started_at=time.time())
+    async def run_once(
+        self, *, dry_run: bool = False, stop: asyncio.Event | None = None, report: Report | None = None
+    ) -> Report:
+        """Run one full cycle and return its report. Never raises for soft errors.
+
+        Pass ``report`` to keep a handle on it: a caller that cancels the cycle (the daemon at
+        the end of its grace period) can still say what was applied.
+        """
+        report = report or Report()
+        report.dry_run = dry_run
+        report.started_at = time.time()
         started = time.monotonic()
         try:
             await self._cycle(report, dry_run=dry_run, stop=stop)
@@ -168,6 +176,7 @@ class Agent:
         if client is None:
             if not dry_run:
                 report.fatal = "openmetadata.host is not set (config or OPENMETADATA_HOST); nothing can be written"
+                report.fatal_kind = "config"
                 return
             report.notes.append("openmetadata.host is not set: planned against an empty catalog")
         else:
@@ -177,6 +186,9 @@ class Agent:
                     current[svc.name] = svc
             except (OpenMetadataError, KeyError, TypeError, ValueError) as exc:
                 report.fatal = f"cannot read ML model services from OpenMetadata: {exc}"
+                report.fatal_kind = (
+                    "openmetadata_auth" if isinstance(exc, OpenMetadataAuthError) else "openmetadata_unavailable"
+                )
                 log.error("%s", report.fatal)
                 return
 
@@ -245,6 +257,7 @@ class Agent:
         except OpenMetadataAuthError as exc:
             # No retry storm: the token or the bot's role is wrong; stop writing this cycle.
             report.fatal = f"OpenMetadata refused the agent ({exc}); writes stopped for this cycle"
+            report.fatal_kind = "openmetadata_auth"
             log.error("%s", report.fatal)
         wanted = {c.name for c in (*plan.writes, *plan.delete)}
         report.not_applied = sorted(wanted - set(report.applied))

@@ -193,6 +193,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._inflight: asyncio.Task[Report] | None = None
+        self._current: Report | None = None
         self._inflight_since = 0.0
 
     # --- running ---------------------------------------------------------------------------
@@ -283,9 +284,13 @@ class Daemon:
         task.cancel()
         await asyncio.wait({task}, timeout=5)
         why = "a second signal" if self._force.is_set() else f"the grace period of {grace:g}s ran out"
+        done = sorted(self._current.applied) if self._current is not None else []
         log.warning(
-            "%s: the cycle in flight was cancelled; writes it already sent stay, the rest is applied on the next run",
+            "%s: the cycle in flight was cancelled; confirmed applied before that %d: %s; "
+            "writes already sent stay, the rest is applied on the next run",
             why,
+            len(done),
+            ", ".join(done) or "none",
         )
 
     # --- one cycle -------------------------------------------------------------------------
@@ -329,8 +334,12 @@ class Daemon:
         number = self.cycles
         started = time.monotonic()
         crashed = False
+        # Created here so that a cancelled cycle still tells what it had applied.
+        self._current = report = Report()
         try:
-            report = await self.agent.run_once(stop=self._stop)
+            report = await self.agent.run_once(stop=self._stop, report=report)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # an unexpected bug must cost one cycle, not the process
             crashed = True
             log.exception("cycle %d crashed; the next cycle runs on schedule", number)

@@ -43,18 +43,10 @@ def succeeded(report: Report) -> bool:
 
 
 def fatal_kind(report: Report) -> str | None:
-    """A low-cardinality kind for ``report.fatal``: ``openmetadata_auth`` or ``..._unavailable``.
-
-    The report carries the fatal error as text only; the controller's auth messages are the
-    ones that say the token or the bot's role was refused.
-    """
+    """A low-cardinality kind for ``report.fatal``, as the controller classified it."""
     if report.fatal is None:
         return None
-    text = report.fatal.lower()
-    auth_marks = ("refused the agent", "http 401", "http 403", "token was rejected", "give the bot permission")
-    if any(mark in text for mark in auth_marks):
-        return "openmetadata_auth"
-    return "openmetadata_unavailable"
+    return report.fatal_kind or "openmetadata_unavailable"
 
 
 def _name_label(value: str | None) -> str:
@@ -174,6 +166,6 @@ class Metrics:
             self.deletions.labels(reason="stale").inc(deleted)
         if report.plan is not None:
             # plan.py words the fraction guard's skips this way; create-only skips are not deletions.
-            blocked = sum(1 for c in report.plan.skipped if "max_delete_fraction" in c.reason)
+            blocked = sum(1 for c in report.plan.skipped if c.code == "max_delete_fraction")
             if blocked:
                 self.deletions.labels(reason="blocked_max_fraction").inc(blocked)

@@ -108,6 +108,8 @@ class Change:
     service_id: str | None = None
     fields: tuple[str, ...] = ()
     body: Mapping[str, Any] | None = None
+    # Machine-readable reason (metrics, tests): e.g. "stale", "max_delete_fraction", "create_only".
+    code: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "action": self.action, "reason": self.reason}
@@ -317,7 +319,15 @@ def compute_plan(
             unchanged.append(Change(name, "unchanged", "up to date", want.source, service_id=cur.id))
         elif policy == "create-only":
             skipped.append(
-                Change(name, "skip", "differs, but policy is create-only", want.source, cur.id, tuple(fields))
+                Change(
+                    name,
+                    "skip",
+                    "differs, but policy is create-only",
+                    want.source,
+                    cur.id,
+                    tuple(fields),
+                    code="create_only",
+                )
             )
         else:
             update.append(
@@ -355,6 +365,7 @@ def compute_plan(
                     "delete",
                     f"not found for {count} consecutive cycles in a scope that succeeded",
                     service_id=cur.id,
+                    code="stale",
                 )
             )
         else:
@@ -374,7 +385,9 @@ def compute_plan(
             f"{len(candidates)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
             f"{len(owned)} owned services (at most {limit}); nothing deleted this cycle"
         )
-        skipped += [Change(c.name, "skip", reason, service_id=c.service_id) for c in candidates]
+        skipped += [
+            Change(c.name, "skip", reason, service_id=c.service_id, code="max_delete_fraction") for c in candidates
+        ]
         delete = []
     # Forget scopes of services that are gone for good.
     live = {c.name for c in owned} | set(desired)

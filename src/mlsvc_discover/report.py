@@ -57,6 +57,8 @@ class Report:
     failures: list[Failure] = field(default_factory=list)
     plan: Plan | None = None
     fatal: str | None = None
+    # Low-cardinality kind of ``fatal`` for metrics: openmetadata_unavailable, openmetadata_auth, config.
+    fatal_kind: str | None = None
     notes: list[str] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
@@ -92,6 +94,7 @@ class Report:
             out["plan"] = self.plan.to_dict()
         if self.fatal:
             out["fatal"] = self.fatal
+            out["fatal_kind"] = self.fatal_kind
         if self.notes:
             out["notes"] = list(self.notes)
         if self.interrupted:

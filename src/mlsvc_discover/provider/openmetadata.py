@@ -221,10 +221,17 @@ class OpenMetadataClient:
 
     # --- writes --------------------------------------------------------------------------
 
-    async def put_one(self, body: dict[str, Any], *, restored: bool = False) -> WriteResult:
+    async def put_one(
+        self, body: dict[str, Any], *, restored: bool = False, stop: asyncio.Event | None = None
+    ) -> WriteResult | None:
+        """One PUT; None when ``stop`` was set before its turn came (nothing sent)."""
         name = str(body.get("name"))
         try:
             async with self._sem:
+                # Checked once a slot is held: gather() starts every write at once, so a check
+                # before the semaphore would let every queued write through after a stop.
+                if stop is not None and stop.is_set():
+                    return None
                 response = await self._request("PUT", SERVICES_PATH, json=body)
         except OpenMetadataAuthError:
             raise
@@ -241,9 +248,13 @@ class OpenMetadataClient:
             outcome = "updated"
         return WriteResult(name, outcome, response.status_code)
 
-    async def _put_bulk(self, bodies: list[dict[str, Any]], expected: dict[str, Outcome]) -> list[WriteResult] | None:
-        """One bulk request; None when the server has no bulk route."""
+    async def _put_bulk(
+        self, bodies: list[dict[str, Any]], expected: dict[str, Outcome], stop: asyncio.Event | None = None
+    ) -> list[WriteResult] | None:
+        """One bulk request; None when the server has no bulk route; [] when stopped before it."""
         async with self._sem:
+            if stop is not None and stop.is_set():
+                return []
             try:
                 response = await self._request("PUT", f"{SERVICES_PATH}/bulk", json=bodies, ok_statuses=(404, 405))
             except OpenMetadataAuthError:
@@ -302,7 +313,7 @@ class OpenMetadataClient:
             batches = [pending[i : i + size] for i in range(0, len(pending), size)]
             if self._bulk_supported is None:
                 # Probe with the first batch alone, so a server without the route costs one request.
-                first = await self._put_bulk(batches[0], expected)
+                first = await self._put_bulk(batches[0], expected, stop)
                 if first is None:
                     self._bulk_supported = False
                     log.info("OpenMetadata has no bulk route for ML model services; writing one PUT per service")
@@ -314,21 +325,17 @@ class OpenMetadataClient:
             if self._bulk_supported:
 
                 async def run(batch: list[dict[str, Any]]) -> list[WriteResult]:
-                    if stop is not None and stop.is_set():
-                        return []
-                    got = await self._put_bulk(batch, expected)
-                    return got if got is not None else [await self.put_one(b) for b in batch]
+                    got = await self._put_bulk(batch, expected, stop)
+                    if got is not None:
+                        return got
+                    singles = [await self.put_one(b, stop=stop) for b in batch]
+                    return [r for r in singles if r is not None]
 
                 for chunk in await asyncio.gather(*(run(b) for b in batches)):
                     results.extend(chunk)
                 return results
 
-        async def one(body: dict[str, Any]) -> WriteResult | None:
-            if stop is not None and stop.is_set():
-                return None
-            return await self.put_one(body)
-
-        for r in await asyncio.gather(*(one(b) for b in pending)):
+        for r in await asyncio.gather(*(self.put_one(b, stop=stop) for b in pending)):
             if r is not None:
                 results.append(r)
         return results

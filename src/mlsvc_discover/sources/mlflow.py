@@ -386,6 +386,9 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
         root_errors: list[str] = []
         if cfg.uris_file is not None:
             root_errors += await self._read_uris_file(cfg.uris_file, targets, result)
+            # Each problem is a failure of its own so reports and metrics count it, not only the scope.
+            for err in root_errors:
+                result.failures.append(ItemFailure(self.name, str(cfg.uris_file), err, "uris_file"))
 
         try:
             client = self._http()
