@@ -386,9 +386,6 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
         root_errors: list[str] = []
         if cfg.uris_file is not None:
             root_errors += await self._read_uris_file(cfg.uris_file, targets, result)
-            # Each problem is a failure of its own so reports and metrics count it, not only the scope.
-            for err in root_errors:
-                result.failures.append(ItemFailure(self.name, str(cfg.uris_file), err, "uris_file"))
 
         try:
             client = self._http()
@@ -463,10 +460,12 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
         """
         try:
             text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        except OSError as exc:
-            return [f"cannot read uris_file {path}: {exc.strerror or type(exc).__name__}"]
-        except UnicodeDecodeError:
-            return [f"cannot read uris_file {path}: not UTF-8 text"]
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or type(exc).__name__
+            reason = f"cannot read uris_file {path}: {why}"
+            # A failure of its own as well as the root scope's, so reports and metrics count it.
+            result.failures.append(ItemFailure(self.name, str(path), reason, "uris_file"))
+            return [reason]
         errors: list[str] = []
         secrets: list[str] = []
         known = {t.key for t in targets}
