@@ -1,0 +1,87 @@
+"""A discoverer from another package is found through the entry-point group, with no change here."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlsvc_discover._errors import ConfigError
+from mlsvc_discover.config import parse_config
+from mlsvc_discover.controller import Agent
+from mlsvc_discover.sources import registry
+
+PLUGIN = """
+from typing import Literal
+from pydantic import Field
+from mlsvc_discover import Discoverer, DiscovererConfig, DiscoveryResult, Finding, PlatformKind, ScopeOutcome
+
+class AzureMlConfig(DiscovererConfig):
+    type: Literal["azureml"] = Field(description="Always `azureml`.")
+    workspaces: list[str] = Field(description="Workspace ids to look at.")
+
+class AzureMlDiscoverer(Discoverer[AzureMlConfig]):
+    config_model = AzureMlConfig
+
+    async def discover(self) -> DiscoveryResult:
+        result = DiscoveryResult(source=self.name, scopes=[ScopeOutcome(self.root_scope, True)])
+        for ws in self.config.workspaces:
+            result.findings.append(Finding(
+                kind=PlatformKind.CUSTOM, source=self.name, scope=(*self.root_scope, ws), key=ws,
+                attributes={"connection": {"sourcePythonClass": "my_package.AzureMlSource"}},
+                labels={"workspace": ws}, metadata=self.config.defaults,
+                name_template=self.config.name_template or "azureml-{workspace}"))
+        return result
+"""
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An installed distribution (package + dist-info with entry_points.txt) on sys.path."""
+    (tmp_path / "my_package").mkdir()
+    (tmp_path / "my_package" / "__init__.py").write_text("")
+    (tmp_path / "my_package" / "azureml.py").write_text(textwrap.dedent(PLUGIN))
+    info = tmp_path / "my_package-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-package\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[mlsvc_discover.discoverers]\nazureml = my_package.azureml:AzureMlDiscoverer\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._entry_points.cache_clear()
+    yield
+    registry._entry_points.cache_clear()
+
+
+def test_plugin_discoverer_is_configured_and_run_like_a_builtin(installed_plugin: None) -> None:
+    assert "azureml" in registry.available()
+    config = parse_config({"discoverers": [{"type": "azureml", "name": "az", "workspaces": ["ws1", "ws2"]}]}, {})
+
+    async def cycle() -> list[str]:
+        agent = Agent(config)
+        try:
+            report = await agent.run_once(dry_run=True)
+        finally:
+            await agent.aclose()
+        assert report.plan is not None
+        for change in report.plan.create:
+            assert change.body is not None
+            assert change.body["serviceType"] == change.body["connection"]["config"]["type"] == "CustomMlModel"
+        return sorted(c.name for c in report.plan.create)
+
+    assert asyncio.run(cycle()) == ["azureml-ws1", "azureml-ws2"]
+
+
+def test_plugin_config_keeps_unknown_keys_forbidden(installed_plugin: None) -> None:
+    with pytest.raises(ConfigError, match=r"discoverers\[0\]\.colour: unknown key"):
+        parse_config({"discoverers": [{"type": "azureml", "name": "az", "workspaces": [], "colour": 1}]}, {})
+
+
+def test_unknown_type_lists_the_installed_ones() -> None:
+    with pytest.raises(
+        ConfigError, match=r"discoverers\[0\]\.type: unknown discoverer type 'nope'.*mlflow, sagemaker, static"
+    ):
+        parse_config({"discoverers": [{"type": "nope", "name": "x"}]}, {})
