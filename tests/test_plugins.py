@@ -6,6 +6,7 @@ import asyncio
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,39 @@ def test_unknown_type_lists_the_installed_ones() -> None:
         ConfigError, match=r"discoverers\[0\]\.type: unknown discoverer type 'nope'.*mlflow, sagemaker, static"
     ):
         parse_config({"discoverers": [{"type": "nope", "name": "x"}]}, {})
+
+
+def test_a_crashing_discoverer_never_stops_the_others(installed_plugin: None, tmp_path: Path) -> None:
+    broken = tmp_path / "my_package" / "broken.py"
+    broken.write_text(
+        "from my_package.azureml import AzureMlDiscoverer\n"
+        "class Broken(AzureMlDiscoverer):\n"
+        "    async def discover(self):\n"
+        "        raise RuntimeError('bug in a plugin')\n"
+    )
+    eps = tmp_path / "my_package-1.0.dist-info" / "entry_points.txt"
+    eps.write_text(eps.read_text() + "broken = my_package.broken:Broken\n")
+    registry._entry_points.cache_clear()
+    config = parse_config(
+        {
+            "discoverers": [
+                {"type": "broken", "name": "bad", "workspaces": ["x"]},
+                {"type": "azureml", "name": "good", "workspaces": ["ws1"]},
+            ]
+        },
+        {},
+    )
+
+    async def cycle() -> Any:
+        agent = Agent(config)
+        try:
+            return await agent.run_once(dry_run=True)
+        finally:
+            await agent.aclose()
+
+    report = asyncio.run(cycle())
+    assert report.exit_code == 1
+    assert report.discoverers["bad"].ok is False
+    assert [f.reason for f in report.failures] == ["discoverer crashed: RuntimeError: bug in a plugin"]
+    assert report.plan is not None
+    assert [c.name for c in report.plan.create] == ["azureml-ws1"]
