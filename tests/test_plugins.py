@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +56,9 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     registry._entry_points.cache_clear()
     yield
     registry._entry_points.cache_clear()
+    # Each test installs the package afresh in its own tmp_path; forget the previous one.
+    for name in [m for m in sys.modules if m == "my_package" or m.startswith("my_package.")]:
+        del sys.modules[name]
 
 
 def test_plugin_discoverer_is_configured_and_run_like_a_builtin(installed_plugin: None) -> None:
