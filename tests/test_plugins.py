@@ -95,8 +95,12 @@ def test_unknown_type_lists_the_installed_ones() -> None:
 def test_a_crashing_discoverer_never_stops_the_others(installed_plugin: None, tmp_path: Path) -> None:
     broken = tmp_path / "my_package" / "broken.py"
     broken.write_text(
-        "from my_package.azureml import AzureMlDiscoverer\n"
+        "from typing import Literal\n"
+        "from my_package.azureml import AzureMlConfig, AzureMlDiscoverer\n"
+        "class BrokenConfig(AzureMlConfig):\n"
+        "    type: Literal['broken']\n"
         "class Broken(AzureMlDiscoverer):\n"
+        "    config_model = BrokenConfig\n"
         "    async def discover(self):\n"
         "        raise RuntimeError('bug in a plugin')\n"
     )
