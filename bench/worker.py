@@ -1,0 +1,426 @@
+"""One measured unit of the benchmark, run in a process of its own.
+
+``python -m bench.worker`` reads one JSON task from stdin and prints one line
+``RESULT {json}``: per-run wall and CPU seconds, what was found, and the peak RSS of the
+process. A separate process per (scenario, approach) keeps the numbers clean: ``ru_maxrss``
+is a high-water mark that never goes down, and CPU seconds include every thread (the
+SageMaker discoverer's pool) but none of the servers', which all run in processes of their own.
+Imports of the code under test happen before the first timer starts, in both the agent and
+the naive worker, so neither is charged for Python loading modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TOKEN", "main", "static_services"]
+
+TOKEN = "bench-token-not-a-secret"
+ROLE_NAME = "x"
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def static_services(n: int) -> list[dict[str, Any]]:
+    """``n`` declared MLflow services: what a static discoverer of a big estate would list."""
+    return [
+        {
+            "name": f"bench-mlflow-{i:05d}",
+            "service_type": "Mlflow",
+            "connection": {
+                "trackingUri": f"http://mlflow-{i:05d}.bench.example:5000",
+                "registryUri": f"http://mlflow-{i:05d}.bench.example:5000",
+            },
+        }
+        for i in range(n)
+    ]
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    cpu0, t0 = _cpu(), time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t0, _cpu() - cpu0
+
+
+# --- MLflow fleet ----------------------------------------------------------------------------
+
+
+def mlflow_agent(task: dict[str, Any]) -> dict[str, Any]:
+    from bench.responders import raise_nofile_limit
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.controller import Agent
+
+    raise_nofile_limit()
+    raw = {
+        "discoverers": [
+            {
+                "type": "mlflow",
+                "name": "fleet",
+                "tracking_uris": task["uris"],
+                "timeout": task["timeout"],
+                **({"max_concurrency": task["max_concurrency"]} if task.get("max_concurrency") else {}),
+            }
+        ]
+    }
+    config = parse_config(raw, env={})
+    concurrency = config.discoverers[0].max_concurrency  # type: ignore[attr-defined]
+    runs = []
+    for _ in range(task["runs"]):
+        agent = Agent(config)
+
+        async def cycle(agent: Agent = agent) -> Any:
+            try:
+                return await agent.run_once(dry_run=True)
+            finally:
+                await agent.aclose()
+
+        report, wall, cpu = _timed(lambda cycle=cycle: asyncio.run(cycle()))
+        stats = report.discoverers["fleet"]
+        kinds: dict[str, int] = {}
+        for f in report.failures:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        runs.append(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "discover_seconds": stats.duration,
+                "findings": stats.findings,
+                "failures": stats.failures,
+                "failure_kinds": kinds,
+            }
+        )
+    return {"runs": runs, "setting": f"max_concurrency={concurrency}, timeout={task['timeout']}s"}
+
+
+def mlflow_naive(task: dict[str, Any]) -> dict[str, Any]:
+    from bench.naive import naive_mlflow
+
+    targets = [(s, u) for s, u in task["targets"]]
+    runs = []
+    for _ in range(task["runs"]):
+        timing, wall, cpu = _timed(lambda: naive_mlflow(targets, float(task["timeout"])))
+        runs.append(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "per_stratum": timing.seconds,
+                "findings": timing.found,
+                "failures": timing.failed,
+                "requests": timing.requests,
+            }
+        )
+    return {"runs": runs}
+
+
+# --- AWS fleet -------------------------------------------------------------------------------
+
+
+def aws_seed(task: dict[str, Any]) -> dict[str, Any]:
+    """Create models (and a few package groups and endpoints) in the chosen (account, region) pairs."""
+    import boto3
+
+    endpoint = task["endpoint"]
+    base = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    sts = base.client("sts", endpoint_url=endpoint)
+    seeded = 0
+    for account, region, n_models in task["pairs"]:
+        creds = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{ROLE_NAME}", RoleSessionName="seed")[
+            "Credentials"
+        ]
+        sm = boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        ).client("sagemaker", region_name=region, endpoint_url=endpoint)
+        for m in range(n_models):
+            sm.create_model(
+                ModelName=f"model-{m}",
+                ExecutionRoleArn=f"arn:aws:iam::{account}:role/sagemaker-execution",
+                PrimaryContainer={"Image": f"{account}.dkr.ecr.{region}.amazonaws.com/model:{m}"},
+            )
+        if seeded % 5 == 0:
+            sm.create_model_package_group(ModelPackageGroupName="bench-group")
+        seeded += 1
+    return {"runs": [], "seeded_pairs": seeded}
+
+
+def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
+    import botocore.session  # noqa: F401 - loaded before the timers, as in a running agent
+
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.controller import Agent
+
+    settings = {k: task[k] for k in ("max_concurrency_per_account", "max_accounts_concurrency") if task.get(k)}
+    raw = {
+        "discoverers": [
+            {
+                "type": "sagemaker",
+                "name": "aws",
+                "endpoint_url": task["endpoint"],
+                "regions": task["regions"],
+                "accounts": [{"role_arn": f"arn:aws:iam::{a}:role/{ROLE_NAME}"} for a in task["accounts"]],
+                **settings,
+            }
+        ]
+    }
+    config = parse_config(raw, env={})
+    d = config.discoverers[0]
+    setting = (
+        f"max_concurrency_per_account={d.max_concurrency_per_account}, "  # type: ignore[attr-defined]
+        f"max_accounts_concurrency={d.max_accounts_concurrency}"  # type: ignore[attr-defined]
+    )
+    runs = []
+    for _ in range(task["runs"]):
+        agent = Agent(config)
+
+        async def cycle(agent: Agent = agent) -> Any:
+            try:
+                return await agent.run_once(dry_run=True)
+            finally:
+                await agent.aclose()
+
+        report, wall, cpu = _timed(lambda cycle=cycle: asyncio.run(cycle()))
+        stats = report.discoverers["aws"]
+        runs.append(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "discover_seconds": stats.duration,
+                "findings": stats.findings,
+                "failures": stats.failures,
+                "reasons": sorted({f.reason for f in report.failures})[:5],
+            }
+        )
+    return {"runs": runs, "setting": setting}
+
+
+def aws_naive(task: dict[str, Any]) -> dict[str, Any]:
+    import boto3  # noqa: F401 - loaded before the timers, as for the agent
+
+    from bench.naive import naive_aws
+
+    runs = []
+    for _ in range(task["runs"]):
+        timing, wall, cpu = _timed(lambda: naive_aws(task["endpoint"], task["accounts"], task["regions"]))
+        runs.append(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "per_stratum": timing.seconds,
+                "findings": timing.found,
+                "requests": timing.requests,
+            }
+        )
+    return {"runs": runs}
+
+
+# --- catalog ---------------------------------------------------------------------------------
+
+
+def _catalog_config(task: dict[str, Any], host: str) -> dict[str, Any]:
+    om: dict[str, Any] = {"host": host, "token": TOKEN, "use_bulk": True}
+    for key in ("batch_size", "page_size", "max_concurrency"):
+        if task.get(key):
+            om[key] = task[key]
+    return {
+        "openmetadata": om,
+        "discoverers": [{"type": "static", "name": "estate", "services": static_services(task["n"])}],
+    }
+
+
+def catalog_agent(task: dict[str, Any]) -> dict[str, Any]:
+    """Cycle 1 writes n new services into an empty stand-in; cycle 2 (same agent) changes nothing."""
+    from bench.servers import StandInProcess
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.controller import Agent
+
+    standin = StandInProcess(bulk=task["bulk"], latency=task["latency"], token=TOKEN)
+    runs = []
+    try:
+        base = parse_config(_catalog_config(task, standin.base_url), env={})
+        om = base.openmetadata
+        setting = f"batch_size={om.batch_size}, page_size={om.page_size}, max_concurrency={om.max_concurrency}"
+        for _ in range(task["runs"]):
+            url = standin.fresh()
+            config = base.model_copy(update={"openmetadata": om.model_copy(update={"host": url})})
+            agent = Agent(config)
+
+            async def both(agent: Agent = agent) -> list[dict[str, Any]]:
+                out = []
+                try:
+                    for _cycle in (1, 2):
+                        standin.reset()
+                        server0 = standin.stats()["server_cpu"]
+                        cpu0, t0 = _cpu(), time.perf_counter()
+                        report = await agent.run_once()
+                        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+                        seen = standin.stats()
+                        seen["server_cpu"] -= server0
+                        out.append(
+                            {
+                                "wall": wall,
+                                "cpu": cpu,
+                                "outcomes": dict(report.outcomes),
+                                "failures": len(report.failures),
+                                "fatal": report.fatal,
+                                "client_requests": agent.client.requests_sent if agent.client else None,
+                                "standin": seen,
+                            }
+                        )
+                finally:
+                    await agent.aclose()
+                return out
+
+            first, second = asyncio.run(both())
+            runs.append({**first, "second": second})
+    finally:
+        standin.stop()
+    return {"runs": runs, "setting": setting}
+
+
+def catalog_bodies(n: int) -> list[dict[str, Any]]:
+    """The exact create bodies the agent sends for the static estate (same mapper, same tag)."""
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.mapper import map_findings, owner_tag_fqn
+    from mlsvc_discover.sources.static import StaticDiscoverer, StaticDiscovererConfig
+
+    config = parse_config(_catalog_config({"n": n}, "http://127.0.0.1:1/api"), env={})
+    d = config.discoverers[0]
+    assert isinstance(d, StaticDiscovererConfig)
+    result = asyncio.run(StaticDiscoverer(d).discover())
+    mapped = map_findings(result.findings, owner_tag=owner_tag_fqn(config.ownership_classification, config.owner_id))
+    return [mapped.desired[name].body() for name in sorted(mapped.desired)]
+
+
+def catalog_naive(task: dict[str, Any]) -> dict[str, Any]:
+    from bench.naive import naive_put
+    from bench.servers import StandInProcess
+
+    bodies = catalog_bodies(task["sample"])
+    standin = StandInProcess(bulk=True, latency=task["latency"], token=TOKEN)
+    runs = []
+    try:
+        for _ in range(task["runs"]):
+            url = standin.fresh()
+            timing, wall, cpu = _timed(lambda url=url: naive_put(url, TOKEN, bodies))
+            runs.append(
+                {
+                    "wall": wall,
+                    "cpu": cpu,
+                    "per_stratum": timing.seconds,
+                    "findings": timing.found,
+                    "failures": timing.failed,
+                    "standin": standin.stats(),
+                }
+            )
+    finally:
+        standin.stop()
+    return {"runs": runs}
+
+
+# --- a long-running agent --------------------------------------------------------------------
+
+
+def long_running(task: dict[str, Any]) -> dict[str, Any]:
+    """Run ``cycles`` cycles in one Agent; after each checkpoint print ``CYCLE n`` and wait for ``go``.
+
+    The parent reads this process's VmRSS from /proc while it waits, so sampling never runs
+    inside a cycle and the sample is taken from outside, as a container runtime would.
+    """
+    from bench.servers import StandInProcess
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.controller import Agent
+
+    standin = StandInProcess(bulk=True, latency=0.0, token=TOKEN)
+    checkpoints = set(task["checkpoints"])
+    raw = {
+        "openmetadata": {"host": standin.base_url, "token": TOKEN},
+        "discoverers": [
+            {"type": "mlflow", "name": "fleet", "tracking_uris": task["uris"], "timeout": "2s"},
+            {"type": "static", "name": "estate", "services": static_services(task["n_static"])},
+        ],
+    }
+    config = parse_config(raw, env={})
+    walls: list[float] = []
+    written: list[int] = []
+    failures = 0
+    try:
+
+        async def run() -> None:
+            nonlocal failures
+            agent = Agent(config)
+            loop = asyncio.get_running_loop()
+            try:
+                for n in range(1, task["cycles"] + 1):
+                    t0 = time.perf_counter()
+                    report = await agent.run_once()
+                    walls.append(time.perf_counter() - t0)
+                    written.append(sum(report.outcomes[k] for k in ("created", "updated", "restored")))
+                    failures += len(report.failures)
+                    if n in checkpoints:
+                        print(f"CYCLE {n}", flush=True)
+                        await loop.run_in_executor(None, sys.stdin.readline)
+            finally:
+                await agent.aclose()
+
+        asyncio.run(run())
+        om_requests = standin.stats()
+    finally:
+        standin.stop()
+    return {
+        "runs": [],
+        "cycle_walls": walls,
+        "written_per_cycle": written[:3] + written[-1:],
+        "failures": failures,
+        "om_requests": om_requests,
+    }
+
+
+TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "mlflow-agent": mlflow_agent,
+    "mlflow-naive": mlflow_naive,
+    "aws-seed": aws_seed,
+    "aws-agent": aws_agent,
+    "aws-naive": aws_naive,
+    "catalog-agent": catalog_agent,
+    "catalog-naive": catalog_naive,
+    "long-running": long_running,
+}
+
+
+def main() -> int:
+    task = json.loads(sys.stdin.readline())
+    if task.get("what_if"):
+        from bench.what_if import apply
+
+        apply(task["what_if"])
+    result = TASKS[task["task"]](task)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["final_rss_mb"] = _rss_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
