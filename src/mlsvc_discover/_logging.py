@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-__all__ = ["REDACTED", "RedactingFilter", "configure_logging", "redact"]
+__all__ = ["REDACTED", "RedactingFilter", "add_secrets", "configure_logging", "redact"]
 
 REDACTED = "***"
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
@@ -101,3 +101,9 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _handler, _filter = handler, flt
     return flt
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Teach the active log filter secrets learned while running (assumed-role keys, uris_file passwords)."""
+    if _filter is not None:
+        _filter.secrets.update(v for v in values if v)

@@ -93,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mlsvc-discover: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from mlsvc_discover.controller import config_secrets
+
+    # The configured format and secrets from here on: the long-running mode sets up its own
+    # logging only once its agent exists, and lines logged before (asyncio, APScheduler's
+    # triggers) would otherwise come out as text in a JSON log, redacted by pattern only.
+    configure_logging(config.logging.level, config.logging.format, config_secrets(config))
     if args.command == "validate-config":
         return _validate_config(config, args.output)
     if args.once or args.dry_run:

@@ -81,7 +81,7 @@ class OpenMetadataConfig(StrictModel):
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Services per bulk request.")
     page_size: int = Field(default=1000, ge=1, le=1_000_000, description="Services per list request.")
     max_concurrency: int = Field(
-        default=8, ge=1, le=256, description="Concurrent writes (bulk batches or per-item PUTs)."
+        default=16, ge=1, le=256, description="Concurrent writes (bulk batches or per-item PUTs)."
     )
     retries: int = Field(default=4, ge=0, le=20, description="Retries of a retryable failure (5xx, 429, timeout).")
     backoff_initial: Duration = Field(
@@ -112,19 +112,28 @@ class ScheduleConfig(StrictModel):
         default=30.0, ge=0, description="On SIGTERM/SIGINT, how long a cycle in flight may take to finish."
     )
 
-    @model_validator(mode="after")
-    def _one_trigger(self) -> ScheduleConfig:
-        if self.interval is not None and self.cron is not None:
-            raise ValueError("set either interval or cron, not both")
-        if self.cron is not None:
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        # A field validator, so the error names `schedule.cron` rather than `schedule`.
+        if value is not None:
             # The daemon's builder, so config accepts exactly what the scheduler will run
             # (standard crontab weekdays: 0 and 7 are Sunday).
             from mlsvc_discover.daemon import cron_trigger
 
             try:
-                cron_trigger(self.cron)
+                cron_trigger(value)
             except ValueError as exc:
-                raise ValueError(f"cron {self.cron!r} is not a valid crontab expression: {exc}") from exc
+                raise ValueError(
+                    f"{value!r} is not a valid crontab expression ({exc}); write 5 fields: "
+                    "minute hour day-of-month month day-of-week, e.g. '*/15 * * * *'"
+                ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> ScheduleConfig:
+        if self.interval is not None and self.cron is not None:
+            raise ValueError("set either interval or cron, not both")
         return self
 
 
@@ -236,13 +245,27 @@ def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
     return value
 
 
-def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
-    out = prefix
+_UNKNOWN = object()
+
+
+def _loc(prefix: str, loc: tuple[int | str, ...], raw: Any = _UNKNOWN, kind: str = "") -> str:
+    """The dotted key of an error location, walking ``raw`` (the input) alongside it.
+
+    pydantic puts the tag of a tagged-union branch into the location (an MLflow URI given as
+    a mapping fails at ``tracking_uris.1.target.auth``), but ``target`` is no key anyone wrote:
+    a part that is not a key of the input at that point is left out. A missing key is not in
+    the input either, and is kept.
+    """
+    out, node = prefix, raw
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
+            node = node[part] if isinstance(node, list | tuple) and 0 <= part < len(node) else _UNKNOWN
+            continue
+        if node is not _UNKNOWN and (not isinstance(node, dict) or (part not in node and kind != "missing")):
+            continue
+        out += f".{part}" if out else str(part)
+        node = node.get(part, _UNKNOWN) if isinstance(node, dict) else _UNKNOWN
     return out
 
 
@@ -256,13 +279,15 @@ def _hint(err: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def config_error_from_validation(exc: ValidationError, prefix: str = "") -> ConfigError:
-    """The first pydantic error as a ConfigError naming the key; the rest follow on new lines."""
+def config_error_from_validation(exc: ValidationError, prefix: str = "", raw: Any = _UNKNOWN) -> ConfigError:
+    """The first pydantic error as a ConfigError naming the key; the rest follow on new lines.
+
+    ``raw`` is the validated input, used only to tell keys from union tags (never shown).
+    """
     errors = exc.errors(include_url=False, include_input=False)
-    lines = [f"{_loc(prefix, tuple(e['loc'])) or '<root>'}: {_hint(e)}" for e in errors]
-    first = errors[0]
-    err = ConfigError("\n".join(lines))
-    err.key = _loc(prefix, tuple(first["loc"])) or None
+    keys = [_loc(prefix, tuple(e["loc"]), raw, e.get("type", "")) or "<root>" for e in errors]
+    err = ConfigError("\n".join(f"{key}: {_hint(e)}" for key, e in zip(keys, errors, strict=True)))
+    err.key = None if keys[0] == "<root>" else keys[0]
     return err
 
 
@@ -280,6 +305,7 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> AgentConfig:
     if not isinstance(items, list):
         raise ConfigError("must be a list of discoverers, each with `type` and `name`", key="discoverers")
     discoverers: list[DiscovererConfig] = []
+    names: dict[str, int] = {}
     for i, item in enumerate(items):
         key = f"discoverers[{i}]"
         if not isinstance(item, dict):
@@ -291,11 +317,20 @@ def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> AgentConfig:
         try:
             discoverers.append(cls.config_model.model_validate(item))
         except ValidationError as exc:
-            raise config_error_from_validation(exc, key) from None
+            raise config_error_from_validation(exc, key, item) from None
+        # Checked here rather than only by AgentConfig, so the error names the second one's key.
+        name = discoverers[-1].name
+        if name in names:
+            raise ConfigError(
+                f"discoverers[{names[name]}] is already named {name!r}; give each discoverer a unique name",
+                key=f"{key}.name",
+            )
+        names[name] = i
     rest = {k: v for k, v in raw.items() if k != "discoverers"}
-    om = dict(rest.get("openmetadata") or {})
+    # Checked before dict(): dict() of a list or a string raises a bare ValueError (a crash).
     if not isinstance(rest.get("openmetadata") or {}, dict):
-        raise ConfigError("must be a mapping", key="openmetadata")
+        raise ConfigError("must be a mapping of settings such as host and token", key="openmetadata")
+    om = dict(rest.get("openmetadata") or {})
     if not om.get("host") and env.get(HOST_ENV):
         om["host"] = env[HOST_ENV]
     if not om.get("token") and env.get(TOKEN_ENV):

@@ -23,15 +23,16 @@ from typing import Any
 import httpx
 
 from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError
+from mlsvc_discover._logging import redact
 from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import map_findings, owner_tag_fqn
 from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
-from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult
+from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
 from mlsvc_discover.report import DiscovererStats, Failure, Report
 from mlsvc_discover.sources.base import Discoverer, DiscovererConfig, DiscoveryResult, ItemFailure, Scope, ScopeOutcome
 from mlsvc_discover.sources.registry import build
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "config_secrets", "describe"]
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,9 @@ class Agent:
                     report.applied.append(change.name)
                     log.info("deleted %s: %s", change.name, change.reason)
         except OpenMetadataAuthError as exc:
+            if isinstance(exc, WritesStopped):
+                # Writes confirmed before the refusal are applied: the report must say so.
+                self._record_writes(exc.results, plan, report)
             # No retry storm: the token or the bot's role is wrong; stop writing this cycle.
             report.fatal = f"OpenMetadata refused the agent ({exc}); writes stopped for this cycle"
             report.fatal_kind = "openmetadata_auth"
@@ -285,6 +289,34 @@ def _kind(result: WriteResult) -> str:
     return f"http_{result.status}"
 
 
+def config_secrets(config: AgentConfig) -> list[str]:
+    """Every secret value the config holds (disabled discoverers too), known before any cycle.
+
+    Secrets learned while running (a ``uris_file``'s passwords, AWS keys in use) come from
+    :meth:`Agent.secrets` instead.
+    """
+    out = [config.openmetadata.token.get_secret_value()] if config.openmetadata.token is not None else []
+    out += [s for d in config.discoverers for s in build(d).secrets()]
+    return [s for s in out if s]
+
+
 def describe(config: AgentConfig) -> dict[str, Any]:
-    """The resolved config as plain data with every secret redacted (``validate-config``)."""
-    return config.model_dump(mode="json")
+    """The resolved config as plain data with every secret redacted (``validate-config``).
+
+    SecretStr fields dump as ``**********``, but some secrets live in plain strings: the
+    password of a tracking or registry URI. Those are masked by value (each discoverer knows
+    its own, disabled ones included) and by the ``user:password@`` pattern.
+    """
+    secrets = config_secrets(config)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value, secrets)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    data: dict[str, Any] = clean(config.model_dump(mode="json"))
+    return data

@@ -33,7 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from mlsvc_discover._errors import ConfigError
-from mlsvc_discover._logging import configure_logging, redact
+from mlsvc_discover._logging import add_secrets, configure_logging, redact
 from mlsvc_discover.config import AgentConfig, ScheduleConfig
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import Metrics, succeeded
@@ -347,6 +347,8 @@ class Daemon:
                 started_at=time.time(), fatal=self._redact(f"the cycle crashed: {type(exc).__name__}: {exc}")
             )
             report.duration = time.monotonic() - started
+        # Discoverers learn secrets as they run (assumed-role keys, passwords in a uris_file).
+        add_secrets(self.agent.secrets())
         self.metrics.observe(report, crashed=crashed)
         ok = succeeded(report)
         reason = report.fatal or ("interrupted by shutdown" if report.interrupted else None)

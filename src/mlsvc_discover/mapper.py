@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_TEMPLATES",
     "DesiredService",
     "MappingResult",
+    "check_template",
     "map_finding",
     "map_findings",
     "owner_tag_fqn",
@@ -66,6 +67,43 @@ def _safe_label(value: str) -> str:
     return _UNSAFE.sub("-", value).strip("-") or "x"
 
 
+def check_template(template: str) -> list[str]:
+    """The placeholders of a name template; MappingError when the template can never give a name.
+
+    Checks what does not depend on a finding: the syntax, that placeholders are plain names,
+    and that conversions and format specs work on a string and cannot blow a name up. Config
+    loading runs it too, so such a template is a config error, not a failure per finding.
+    """
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as exc:
+        raise MappingError(f"name template {template!r} is invalid: {exc}") from exc
+    fields: list[str] = []
+    for _, f, spec, conversion in parsed:
+        if f is None:
+            continue
+        if f == "" or not f.isidentifier():
+            raise MappingError(
+                f"name template {template!r} uses placeholder {{{f}}}; use named placeholders such as {{host}}"
+            )
+        if conversion not in (None, "r", "s", "a"):
+            raise MappingError(
+                f"name template {template!r} uses {{{f}!{conversion}}}; the only conversions are !r, !s and !a"
+            )
+        # A nested placeholder would take its width from a label, and a width of 10**9 would
+        # build a gigabyte string before the name is cut to 256 characters.
+        if spec and ("{" in spec or any(int(n) > NAME_MAX for n in re.findall(r"\d+", spec))):
+            raise MappingError(
+                f"name template {template!r}: {{{f}:{spec}}} has a nested or over-wide format spec; use {{{f}}}"
+            )
+        try:
+            format("label", spec or "")
+        except ValueError as exc:
+            raise MappingError(f"name template {template!r}: {{{f}:{spec}}} is not a string format: {exc}") from None
+        fields.append(f)
+    return fields
+
+
 def render_name(template: str, labels: Mapping[str, str], *, key: str) -> str:
     """Fill ``template`` from ``labels`` and return a valid service name.
 
@@ -75,21 +113,16 @@ def render_name(template: str, labels: Mapping[str, str], *, key: str) -> str:
     """
     safe = {k: _safe_label(v) for k, v in labels.items()}
     safe.setdefault("key", _safe_label(key))
-    try:
-        fields = [f for _, f, _, _ in _FORMATTER.parse(template) if f is not None]
-    except ValueError as exc:
-        raise MappingError(f"name template {template!r} is invalid: {exc}") from exc
-    for f in fields:
-        if f == "" or not f.isidentifier():
-            raise MappingError(
-                f"name template {template!r} uses placeholder {{{f}}}; use named placeholders such as {{host}}"
-            )
+    for f in check_template(template):
         if f not in safe:
             raise MappingError(
                 f"name template {template!r} uses {{{f}}}, which this finding does not have; "
                 f"available: {', '.join(sorted(safe))}"
             )
-    name = template.format_map(safe)
+    try:
+        name = template.format_map(safe)
+    except (ValueError, TypeError) as exc:  # check_template should have caught it; never crash a cycle
+        raise MappingError(f"name template {template!r} cannot be filled: {exc}") from None
     if len(name) > NAME_MAX:
         digest = hashlib.sha256(key.encode()).hexdigest()[:10]
         name = f"{name[: NAME_MAX - 11]}-{digest}"

@@ -32,7 +32,7 @@ from mlsvc_discover._errors import (
 )
 from mlsvc_discover.config import OpenMetadataConfig
 
-__all__ = ["SERVICES_PATH", "OpenMetadataClient", "WriteResult"]
+__all__ = ["SERVICES_PATH", "OpenMetadataClient", "WriteResult", "WritesStopped"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,17 @@ class WriteResult:
     @property
     def ok(self) -> bool:
         return self.outcome != "failed"
+
+
+class WritesStopped(OpenMetadataAuthError):
+    """OpenMetadata refused the agent (401/403) part-way through :meth:`OpenMetadataClient.upsert`.
+
+    ``results`` are the writes it confirmed before the refusal: applied, whatever happens next.
+    """
+
+    def __init__(self, cause: OpenMetadataAuthError, results: list[WriteResult]) -> None:
+        super().__init__(str(cause), status=cause.status)
+        self.results = results
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -105,9 +116,9 @@ class OpenMetadataClient:
         if config.token is not None:
             headers["Authorization"] = f"Bearer {config.token.get_secret_value()}"
         verify: Any = str(config.ca_bundle) if config.ca_bundle else config.verify_tls
-        limits = httpx.Limits(
-            max_connections=config.max_concurrency * 2, max_keepalive_connections=config.max_concurrency * 2
-        )
+        # As many connections as concurrent writes and no more: httpcore's pool bookkeeping grows
+        # with its size (measured ~2.5 ms CPU per PUT with twice the connections, bench/README.md).
+        limits = httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency)
         self._http = httpx.AsyncClient(
             base_url=config.host,
             headers=headers,
@@ -222,15 +233,20 @@ class OpenMetadataClient:
     # --- writes --------------------------------------------------------------------------
 
     async def put_one(
-        self, body: dict[str, Any], *, restored: bool = False, stop: asyncio.Event | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        restored: bool = False,
+        stop: asyncio.Event | None = None,
+        halt: asyncio.Event | None = None,
     ) -> WriteResult | None:
-        """One PUT; None when ``stop`` was set before its turn came (nothing sent)."""
+        """One PUT; None when ``stop`` (or ``halt``) was set before its turn came (nothing sent)."""
         name = str(body.get("name"))
         try:
             async with self._sem:
                 # Checked once a slot is held: gather() starts every write at once, so a check
                 # before the semaphore would let every queued write through after a stop.
-                if stop is not None and stop.is_set():
+                if _stopped(stop, halt):
                     return None
                 response = await self._request("PUT", SERVICES_PATH, json=body)
         except OpenMetadataAuthError:
@@ -249,11 +265,20 @@ class OpenMetadataClient:
         return WriteResult(name, outcome, response.status_code)
 
     async def _put_bulk(
-        self, bodies: list[dict[str, Any]], expected: dict[str, Outcome], stop: asyncio.Event | None = None
+        self,
+        bodies: list[dict[str, Any]],
+        expected: dict[str, Outcome],
+        stop: asyncio.Event | None = None,
+        halt: asyncio.Event | None = None,
     ) -> list[WriteResult] | None:
-        """One bulk request; None when the server has no bulk route; [] when stopped before it."""
+        """One bulk request; None when the server has no bulk route; [] when stopped before it.
+
+        Only an answer from the server settles whether it has the route: a bulk request that
+        failed (5xx, reset, timeout) says nothing about it, so it leaves the question open
+        instead of sending a bulk request per batch for the rest of the process.
+        """
         async with self._sem:
-            if stop is not None and stop.is_set():
+            if _stopped(stop, halt):
                 return []
             try:
                 response = await self._request("PUT", f"{SERVICES_PATH}/bulk", json=bodies, ok_statuses=(404, 405))
@@ -262,7 +287,11 @@ class OpenMetadataClient:
             except OpenMetadataError as exc:
                 return [WriteResult(str(b["name"]), "failed", exc.status, str(exc)) for b in bodies]
         if response.status_code in (404, 405):
+            if self._bulk_supported is not False:
+                log.info("OpenMetadata has no bulk route for ML model services; writing one PUT per service")
+            self._bulk_supported = False
             return None
+        self._bulk_supported = True
         try:
             result = response.json()
             succeeded = result.get("successRequest") or []
@@ -300,44 +329,65 @@ class OpenMetadataClient:
     ) -> list[WriteResult]:
         """Create or update every body; bulk where the server has it, else one PUT each.
 
-        An auth error (401/403) propagates: the caller stops writing for the cycle. Services
-        not written because ``stop`` was set are absent from the result.
+        An auth error (401/403) stops every write not yet sent and propagates as
+        :class:`WritesStopped`, which carries the writes confirmed before it: the caller stops
+        writing for the cycle and can still tell what was applied. Services not written because
+        ``stop`` was set are absent from the result.
         """
         expected = expected or {}
         if not bodies:
             return []
         results: list[WriteResult] = []
+        refused: list[OpenMetadataAuthError] = []
+        # Set at the first 401/403. Writes run concurrently (gather), and gather does not cancel
+        # the others when one raises: without this, every queued write would still be sent to a
+        # server that has just refused the token, and keep going after the cycle ended.
+        halt = asyncio.Event()
+
+        async def guarded(write: Awaitable[list[WriteResult]]) -> list[WriteResult]:
+            try:
+                return await write
+            except OpenMetadataAuthError as exc:
+                refused.append(exc)
+                halt.set()
+                return []
+
+        async def batch_write(batch: list[dict[str, Any]]) -> list[WriteResult]:
+            got = await self._put_bulk(batch, expected, stop, halt)
+            if got is not None:
+                return got
+            singles = [await self.put_one(b, stop=stop, halt=halt) for b in batch]
+            return [r for r in singles if r is not None]
+
+        async def single_write(body: dict[str, Any]) -> list[WriteResult]:
+            r = await self.put_one(body, stop=stop, halt=halt)
+            return [r] if r is not None else []
+
         pending = list(bodies)
         if self._bulk_supported is not False:
             size = self._config.batch_size
             batches = [pending[i : i + size] for i in range(0, len(pending), size)]
             if self._bulk_supported is None:
                 # Probe with the first batch alone, so a server without the route costs one request.
-                first = await self._put_bulk(batches[0], expected, stop)
-                if first is None:
-                    self._bulk_supported = False
-                    log.info("OpenMetadata has no bulk route for ML model services; writing one PUT per service")
-                else:
-                    self._bulk_supported = True
+                try:
+                    first = await self._put_bulk(batches[0], expected, stop, halt)
+                except OpenMetadataAuthError as exc:
+                    refused.append(exc)
+                    first = []
+                if first is not None:
                     results.extend(first)
-                    pending = [b for batch in batches[1:] for b in batch]
                     batches = batches[1:]
-            if self._bulk_supported:
-
-                async def run(batch: list[dict[str, Any]]) -> list[WriteResult]:
-                    got = await self._put_bulk(batch, expected, stop)
-                    if got is not None:
-                        return got
-                    singles = [await self.put_one(b, stop=stop) for b in batch]
-                    return [r for r in singles if r is not None]
-
-                for chunk in await asyncio.gather(*(run(b) for b in batches)):
+                    pending = [b for batch in batches for b in batch]
+            # True, or still unknown after a probe that failed: each batch settles it or falls back.
+            if not refused and self.bulk_supported is not False:
+                for chunk in await asyncio.gather(*(guarded(batch_write(b)) for b in batches)):
                     results.extend(chunk)
-                return results
-
-        for r in await asyncio.gather(*(self.put_one(b, stop=stop) for b in pending)):
-            if r is not None:
-                results.append(r)
+                pending = []
+        if not refused and pending:
+            for chunk in await asyncio.gather(*(guarded(single_write(b)) for b in pending)):
+                results.extend(chunk)
+        if refused:
+            raise WritesStopped(refused[0], results)
         return results
 
     async def restore(self, service_id: str) -> None:
@@ -348,6 +398,10 @@ class OpenMetadataClient:
         await self._request(
             "DELETE", f"{SERVICES_PATH}/{service_id}", params={"hardDelete": "false", "recursive": "false"}
         )
+
+
+def _stopped(*events: asyncio.Event | None) -> bool:
+    return any(e is not None and e.is_set() for e in events)
 
 
 def _item_name(item: Any) -> str | None:

@@ -25,6 +25,7 @@ __all__ = [
     "clean_text",
     "format_origin_host",
     "format_seconds",
+    "misplaced_userinfo",
     "origin_of",
     "read_bounded",
     "redact_uri",
@@ -70,15 +71,33 @@ def redact_uri(uri: str) -> str:
     (it helps to find the config entry); the query goes because tokens travel there too.
     """
     prefix, authority, rest = _split_authority(uri)
-    userinfo, at, hostport = authority.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{hostport}" if colon else f"{user}@{hostport}"
+    body = authority + rest
+    last = body.rfind("@")
+    if last != -1 and ":" in body[:last]:
+        # Everything from the first ':' to the last '@' may be password: one holding an
+        # unencoded '@', '/', '?' or '#' ends the RFC authority early, and its real end is the
+        # last '@'. This can also hide the port and path of a URI with '@' in its path, which
+        # costs nothing here: the result is only ever shown, never used.
+        head, rest = f"{body[:last].partition(':')[0]}:***", body[last:]
+    else:
+        head = authority
     query = rest.find("?")
     if query != -1:
         fragment = rest.find("#", query)
         rest = rest[:query] + "?***" + (rest[fragment:] if fragment != -1 else "")
-    return prefix + authority + rest
+    return prefix + head + rest
+
+
+def misplaced_userinfo(uri: str) -> bool:
+    """Whether ``uri`` looks like ``user:password@host`` with a password that breaks the URI.
+
+    True when an ``@`` follows the authority and a ``:`` comes before it, as in
+    ``http://user:pa/ss@host``: parsed by the RFC, the host is ``user`` and the rest of the
+    password is the path, so the password would be probed as a path and published with it.
+    """
+    prefix, authority, rest = _split_authority(uri)
+    last = rest.rfind("@")
+    return "://" in prefix and last != -1 and ":" in authority + rest[:last]
 
 
 def strip_userinfo(uri: str) -> str:

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlsvc_discover._errors import MappingError
 
 __all__ = [
     "Discoverer",
@@ -110,6 +112,20 @@ class DiscovererConfig(StrictModel):
             "placeholders are the finding's labels."
         ),
     )
+
+    @field_validator("name_template")
+    @classmethod
+    def _usable_template(cls, value: str | None) -> str | None:
+        # A template that can never give a name is a config error (exit 2, nothing contacted),
+        # not the same mapping failure repeated for every finding of every cycle.
+        if value is not None:
+            from mlsvc_discover.mapper import check_template  # the mapper imports this module
+
+            try:
+                check_template(value)
+            except MappingError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 Scope = tuple[str, ...]

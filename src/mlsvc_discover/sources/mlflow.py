@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import re
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -35,6 +36,7 @@ from mlsvc_discover.sources._http import (
     clean_text,
     format_origin_host,
     format_seconds,
+    misplaced_userinfo,
     origin_of,
     read_bounded,
     redact_uri,
@@ -76,6 +78,8 @@ _HOST_RE = re.compile(r"^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$")
 _MEDIA_RE = re.compile(r"[^A-Za-z0-9.+/_-]")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
+_ENCODE_HINT = "if it belongs to the password, percent-encode the password (@ %40, / %2F, ? %3F, # %23, : %3A)"
+
 # Secrets reach these models; pydantic must not echo raw input values into error messages.
 _SECRET_SAFE = ConfigDict(hide_input_in_errors=True)
 
@@ -104,6 +108,9 @@ def _parse_tracking_uri(uri: str) -> _ParsedUri:
     if re.search(r"[\s\x00-\x1f\x7f]", text):
         # urlsplit silently drops tabs and newlines; refuse instead of probing something else.
         raise ValueError(f"{shown} contains whitespace or control characters")
+    if misplaced_userinfo(text):
+        # Else urlsplit reads "http://u:pa/ss@h" as host "u", and the password ends up in the path.
+        raise ValueError(f"{shown} has '@' after the host; {_ENCODE_HINT}")
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -166,6 +173,8 @@ def _clean_registry_uri(uri: str) -> str:
     """A registry URI as it may be published: normalised when http(s), credentials stripped always."""
     if urlsplit(uri.strip()).scheme.lower() in ("http", "https"):
         return _parse_tracking_uri(uri).clean
+    if misplaced_userinfo(uri.strip()):
+        raise ValueError(f"registry_uri {redact_uri(uri.strip())!r} has '@' after the host; {_ENCODE_HINT}")
     return strip_userinfo(uri.strip())
 
 
@@ -373,8 +382,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
 
     def __init__(self, config: MlflowDiscovererConfig) -> None:
         super().__init__(config)
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._ssl: ssl.SSLContext | None = None
         self._file_secrets: tuple[str, ...] = ()
 
     # -- public hooks --
@@ -388,7 +396,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
             root_errors += await self._read_uris_file(cfg.uris_file, targets, result)
 
         try:
-            client = self._http()
+            context = self._ssl_context()
         except HttpProbeError as exc:
             # Without a client nothing can be probed; every scope says so rather than looking empty.
             result.scopes.append(ScopeOutcome(self.root_scope, ok=False, error="; ".join([*root_errors, exc.reason])))
@@ -399,7 +407,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
 
         result.scopes.append(ScopeOutcome(self.root_scope, ok=not root_errors, error="; ".join(root_errors) or None))
         gate = asyncio.Semaphore(cfg.max_concurrency)
-        outcomes = await asyncio.gather(*(self._guarded(gate, client, t) for t in targets))
+        outcomes = await asyncio.gather(*(self._guarded(gate, context, t) for t in targets))
         for t, outcome in zip(targets, outcomes, strict=True):
             scope = (*self.root_scope, t.key)
             if isinstance(outcome, HttpProbeError):
@@ -412,10 +420,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
         return result
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_loop is asyncio.get_running_loop():
-            await client.aclose()
-        self._client_loop = None
+        """Nothing to release: every probe closes its own client."""
 
     def secrets(self) -> Sequence[str]:
         cfg = self.config
@@ -492,38 +497,53 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
 
     # -- probing --
 
-    def _http(self) -> httpx.AsyncClient:
-        """The shared client, rebuilt when the event loop changed (its connections belong to one)."""
-        loop = asyncio.get_running_loop()
-        if self._client is not None and self._client_loop is loop and not self._client.is_closed:
-            return self._client
+    def _ssl_context(self) -> ssl.SSLContext:
+        """One TLS context for every probe: loading CA certificates costs ~10 ms each time."""
+        if self._ssl is not None:
+            return self._ssl
         cfg = self.config
-        verify: Any = cfg.verify_tls
-        if cfg.verify_tls and cfg.ca_bundle is not None:
-            import ssl
+        try:
+            if not cfg.verify_tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            elif cfg.ca_bundle is not None:
+                context = ssl.create_default_context(cafile=str(cfg.ca_bundle))
+            else:
+                import certifi
 
-            try:
-                verify = ssl.create_default_context(cafile=str(cfg.ca_bundle))
-            except (OSError, ssl.SSLError) as exc:
-                detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
-                raise HttpProbeError(f"cannot load ca_bundle {cfg.ca_bundle}: {detail}", kind="tls") from exc
+                # httpx's own default: certifi's bundle, not whatever the system happens to have.
+                context = ssl.create_default_context(cafile=certifi.where())
+        except (OSError, ssl.SSLError) as exc:
+            detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+            raise HttpProbeError(f"cannot load ca_bundle {cfg.ca_bundle}: {detail}", kind="tls") from exc
+        self._ssl = context
+        return context
+
+    def _http(self, context: ssl.SSLContext) -> httpx.AsyncClient:
+        """A client for one probe.
+
+        One small client per probe, not one shared pool: httpcore's pool bookkeeping grows with
+        the square of its connections, and with a pool sized for hundreds of probes the cycle
+        became CPU-bound and probes of live servers missed their deadline (bench/README.md:
+        73 of 900 live servers found with a shared 768-connection pool, all 900 with this).
+        """
         client = httpx.AsyncClient(
-            verify=verify,
-            timeout=httpx.Timeout(cfg.timeout),
+            verify=context,
+            timeout=httpx.Timeout(self.config.timeout),
             follow_redirects=False,
-            # A probe may hold three connections (tracking, registry and version checks).
-            limits=httpx.Limits(max_connections=cfg.max_concurrency * 3, max_keepalive_connections=cfg.max_concurrency),
+            # A probe holds at most three connections (tracking, registry and version checks).
+            limits=httpx.Limits(max_connections=3, max_keepalive_connections=3),
             headers={"User-Agent": "mlsvc-discover", "Accept-Encoding": "identity"},
         )
         # Probes must not carry state (session cookies of a login page) from one server or cycle to the next.
         client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        self._client, self._client_loop = client, loop
         return client
 
     async def _guarded(
-        self, gate: asyncio.Semaphore, client: httpx.AsyncClient, target: _Target
+        self, gate: asyncio.Semaphore, context: ssl.SSLContext, target: _Target
     ) -> Finding | HttpProbeError:
-        async with gate:
+        async with gate, self._http(context) as client:
             try:
                 return await self._probe(client, target)
             except HttpProbeError as exc:
