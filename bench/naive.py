@@ -20,7 +20,6 @@ __all__ = ["ItemTiming", "naive_aws", "naive_mlflow", "naive_put"]
 
 EXPERIMENTS_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 REGISTRY_PATH = "api/2.0/mlflow/registered-models/search?max_results=1"
-VERSION_PATH = "version"
 
 
 @dataclass
@@ -37,10 +36,11 @@ class ItemTiming:
 
 
 def naive_mlflow(targets: Sequence[tuple[str, str]], timeout: float) -> ItemTiming:
-    """Probe ``(stratum, uri)`` pairs one after another: experiments, then registry and version.
+    """Probe ``(stratum, uri)`` pairs one after another: experiments, then the registry.
 
-    The same three GETs as the agent's probe, with ``timeout`` per request as a plain httpx
-    client applies it; a silent server therefore costs ``timeout`` once (the first GET).
+    The same GETs as the agent's probe with its defaults (``read_version`` off), with
+    ``timeout`` per request as a plain httpx client applies it; a silent server therefore costs
+    ``timeout`` once (the first GET).
     """
     out = ItemTiming()
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
@@ -51,9 +51,8 @@ def naive_mlflow(targets: Sequence[tuple[str, str]], timeout: float) -> ItemTimi
                 resp = client.get(f"{uri}/{EXPERIMENTS_PATH}")
                 ok = resp.status_code == 200 and isinstance(resp.json(), dict)
                 if ok:
-                    out.requests += 2
+                    out.requests += 1
                     client.get(f"{uri}/{REGISTRY_PATH}")
-                    client.get(f"{uri}/{VERSION_PATH}")
                     out.found += 1
                 else:
                     out.failed += 1

@@ -82,7 +82,9 @@ def scope_ok(result: DiscoveryResult, url: str) -> bool:
 
 @pytest.mark.slow
 def test_real_server_is_found_with_its_facts_labels_and_scope(mlflow_server: MlflowServer) -> None:
-    result = run(config(tracking_uris=[mlflow_server.url + "/"], name_template="mlflow-{host}-{port}"))
+    result = run(
+        config(tracking_uris=[mlflow_server.url + "/"], name_template="mlflow-{host}-{port}", read_version=True)
+    )
 
     assert result.ok, result
     (finding,) = result.findings
@@ -158,7 +160,7 @@ def test_basic_auth_server_is_found_with_credentials_given(mlflow_auth_server: M
         "per_uri_auth": {"uri": server.url, "auth": auth},
         "discoverer_auth": server.url,
     }[where]
-    cfg = config(tracking_uris=[item], auth=auth if where == "discoverer_auth" else None)
+    cfg = config(tracking_uris=[item], auth=auth if where == "discoverer_auth" else None, read_version=True)
     result = run(cfg)
 
     assert result.ok, result
@@ -400,7 +402,7 @@ def test_streamed_huge_body_is_abandoned_at_the_limit_with_bounded_memory(fake_m
 
 def test_registry_is_unavailable_when_the_server_has_none(fake_mlflow: FakeFactory) -> None:
     server = fake_mlflow(mlflow_like(registry=False, version="2.9.0"))
-    result = run(config(tracking_uris=[server.url]))
+    result = run(config(tracking_uris=[server.url], read_version=True))
 
     (finding,) = result.findings
     assert finding.attributes["registry_available"] is False
@@ -417,7 +419,7 @@ def test_check_registry_off_never_asks_for_the_registry(fake_mlflow: FakeFactory
 
 def test_junk_version_text_is_not_reported(fake_mlflow: FakeFactory) -> None:
     server = fake_mlflow(mlflow_like(version="<script>alert(1)</script>"))
-    result = run(config(tracking_uris=[server.url]))
+    result = run(config(tracking_uris=[server.url], read_version=True))
 
     assert result.findings[0].attributes["mlflow_version"] is None
     assert result.findings[0].labels["mlflow_version"] == "unknown"
@@ -678,3 +680,15 @@ def test_normalised_uri_is_stable_and_credential_free(
     assert "@" not in clean
     assert not clean.endswith("/")
     assert user == ("user" if password else None)
+
+
+def test_version_is_not_asked_for_unless_configured(fake_mlflow: FakeFactory) -> None:
+    server = fake_mlflow(mlflow_like(version="2.9.0"))
+    result = run(config(tracking_uris=[server.url]))
+
+    assert result.findings[0].attributes["mlflow_version"] is None
+    assert result.findings[0].labels["mlflow_version"] == "unknown"
+    assert [r.path.split("?")[0] for r in server.requests] == [
+        "/api/2.0/mlflow/experiments/search",
+        "/api/2.0/mlflow/registered-models/search",
+    ]

@@ -316,6 +316,13 @@ class MlflowDiscovererConfig(DiscovererConfig):
     verify_tls: bool = Field(default=True, description="Verify the servers' TLS certificates.")
     ca_bundle: Path | None = Field(default=None, description="CA bundle (PEM) to verify the servers with.")
     check_registry: bool = Field(default=True, description="Also ask each server whether it serves the model registry.")
+    read_version: bool = Field(
+        default=False,
+        description=(
+            "Also read each server's /version for the `mlflow_version` label (one more request per "
+            "server; off by default because at fleet scale it is a third of the probe's cost)."
+        ),
+    )
     max_response_bytes: int = Field(
         default=1_048_576,
         ge=1024,
@@ -562,7 +569,8 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
             async with asyncio.timeout_at(deadline):
                 await self._check_tracking(client, t)
                 # /version runs beside the registry check and may only ever cost time, never the probe.
-                version_task = asyncio.create_task(self._version(client, t, deadline))
+                if cfg.read_version:
+                    version_task = asyncio.create_task(self._version(client, t, deadline))
                 registry = await self._registry_available(client, t) if cfg.check_registry else False
         except TimeoutError:
             if version_task is not None:
@@ -572,7 +580,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
             if version_task is not None:
                 version_task.cancel()
             raise
-        version = await version_task
+        version = await version_task if version_task is not None else None
         u = t.uri
         labels = {
             "host": u.host,
