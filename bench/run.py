@@ -31,11 +31,10 @@ from bench.servers import (
     child_env,
     start_mlflow_servers,
 )
-from bench.what_if import PATCHES
 
 WORKER_TIMEOUT = 900.0
-# Set from the command line: patches (bench/what_if.py) and config overrides every worker gets.
-OPTIONS: dict[str, Any] = {"what_if": [], "mlflow_max_concurrency": None, "om_max_concurrency": None}
+# Set from the command line: config overrides every worker gets.
+OPTIONS: dict[str, Any] = {"mlflow_max_concurrency": None, "om_max_concurrency": None}
 REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-1")
 
 
@@ -164,7 +163,6 @@ def run_worker(
     they tell whether a server, not the agent, set the pace.
     """
     before = {pid: proc_cpu(pid) for pid in watch}
-    task = {**task, "what_if": OPTIONS["what_if"]}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.worker"],
         stdin=subprocess.PIPE,
@@ -576,18 +574,10 @@ def main(argv: list[str] | None = None) -> int:
         default="mlflow,aws,catalog,startup,rss",
         help="comma-separated scenarios to run (mlflow, aws, catalog, startup, rss); default all",
     )
-    parser.add_argument(
-        "--what-if",
-        action="append",
-        default=[],
-        choices=sorted(PATCHES),
-        help="measure a proposed change to the agent (see bench/what_if.py); repeatable",
-    )
     parser.add_argument("--mlflow-max-concurrency", type=int, help="override the mlflow discoverer's max_concurrency")
     parser.add_argument("--om-max-concurrency", type=int, help="override openmetadata.max_concurrency")
     args = parser.parse_args(argv)
     OPTIONS.update(
-        what_if=args.what_if,
         mlflow_max_concurrency=args.mlflow_max_concurrency,
         om_max_concurrency=args.om_max_concurrency,
     )
@@ -619,8 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         f"took {elapsed:.0f} s"
     )
     print("packages: " + ", ".join(f"{k} {v}" for k, v in environment().items()))
-    changed = [f"--what-if {w}" for w in OPTIONS["what_if"]]
-    changed += [f"--{k.replace('_', '-')} {v}" for k, v in OPTIONS.items() if k != "what_if" and v]
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in OPTIONS.items() if v]
     if changed:
         print("NOT the agent as committed: measured with " + " ".join(changed))
     if args.json is not None:

@@ -411,10 +411,6 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 def main() -> int:
     task = json.loads(sys.stdin.readline())
-    if task.get("what_if"):
-        from bench.what_if import apply
-
-        apply(task["what_if"])
     result = TASKS[task["task"]](task)
     result["peak_rss_mb"] = _peak_rss_mb()
     result["final_rss_mb"] = _rss_mb()
