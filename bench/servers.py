@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.mlflow_fixtures import mlflow_server_command
+
 from bench.responders import stop_process
 
 __all__ = [
@@ -119,20 +121,7 @@ def start_mlflow_servers(count: int, workdir: Path, timeout: float = 120.0) -> l
             home.mkdir(parents=True, exist_ok=True)
             port = free_port()
             env = child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-            cmd = [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{home / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(home / "artifacts"),
-            ]
+            cmd = mlflow_server_command(port, home, BIN / "mlflow")
             with (home / "server.log").open("wb") as log:
                 proc = subprocess.Popen(
                     cmd, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

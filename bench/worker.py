@@ -90,10 +90,8 @@ def mlflow_agent(task: dict[str, Any]) -> dict[str, Any]:
         agent = Agent(config)
 
         async def cycle(agent: Agent = agent) -> Any:
-            try:
+            async with agent:
                 return await agent.run_once(dry_run=True)
-            finally:
-                await agent.aclose()
 
         report, wall, cpu = _timed(lambda cycle=cycle: asyncio.run(cycle()))
         stats = report.discoverers["fleet"]
@@ -195,10 +193,8 @@ def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
         agent = Agent(config)
 
         async def cycle(agent: Agent = agent) -> Any:
-            try:
+            async with agent:
                 return await agent.run_once(dry_run=True)
-            finally:
-                await agent.aclose()
 
         report, wall, cpu = _timed(lambda cycle=cycle: asyncio.run(cycle()))
         stats = report.discoverers["aws"]

@@ -249,11 +249,8 @@ def test_a_fatal_cycle_fails_and_its_kind_separates_auth_from_unavailability(
     }
 
     async def cycle() -> Report:
-        agent = Agent(parse_config(raw, {}))
-        try:
+        async with Agent(parse_config(raw, {})) as agent:
             return await agent.run_once()
-        finally:
-            await agent.aclose()
 
     report = asyncio.run(cycle())
     assert not succeeded(report)

@@ -66,11 +66,8 @@ def test_plugin_discoverer_is_configured_and_run_like_a_builtin(installed_plugin
     config = parse_config({"discoverers": [{"type": "azureml", "name": "az", "workspaces": ["ws1", "ws2"]}]}, {})
 
     async def cycle() -> list[str]:
-        agent = Agent(config)
-        try:
+        async with Agent(config) as agent:
             report = await agent.run_once(dry_run=True)
-        finally:
-            await agent.aclose()
         assert report.plan is not None
         for change in report.plan.create:
             assert change.body is not None
@@ -118,11 +115,8 @@ def test_a_crashing_discoverer_never_stops_the_others(installed_plugin: None, tm
     )
 
     async def cycle() -> Any:
-        agent = Agent(config)
-        try:
+        async with Agent(config) as agent:
             return await agent.run_once(dry_run=True)
-        finally:
-            await agent.aclose()
 
     report = asyncio.run(cycle())
     assert report.exit_code == 1

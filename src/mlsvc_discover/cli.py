@@ -74,12 +74,9 @@ def _validate_config(config: AgentConfig, output: str) -> int:
 async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:
     from mlsvc_discover.controller import Agent
 
-    agent = Agent(config)
-    configure_logging(config.logging.level, config.logging.format, agent.secrets())
-    try:
+    async with Agent(config) as agent:
+        configure_logging(config.logging.level, config.logging.format, agent.secrets())
         report = await agent.run_once(dry_run=dry_run)
-    finally:
-        await agent.aclose()
     text = report.to_json() if output == "json" else report.render_text()
     print(redact(text, agent.secrets()))
     return report.exit_code

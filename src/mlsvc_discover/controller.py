@@ -58,6 +58,12 @@ class Agent:
             self._client = OpenMetadataClient(self.config.openmetadata, transport=self._om_transport)
         return self._client
 
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         for d in self._discoverers:
             try:

@@ -127,17 +127,15 @@ def stop_all(servers: list[MlflowServer]) -> None:
                 server.process.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _start_mlflow(workdir: Path, *, basic_auth: bool) -> MlflowServer:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-    }
-    args = [
-        str(MLFLOW_BIN),
+def mlflow_server_command(port: int, workdir: Path, mlflow: Path = MLFLOW_BIN) -> list[str]:
+    """``mlflow server`` as the tests, the benchmark and the demo run it: one worker, sqlite in ``workdir``.
+
+    One worker and no job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false in its environment)
+    keep a server at ~500 MB and ready in ~10 s instead of 2.3 GB and ~30 s
+    (shared/notes/test-components.md).
+    """
+    return [
+        str(mlflow),
         "server",
         "--host",
         "127.0.0.1",
@@ -150,6 +148,18 @@ def _start_mlflow(workdir: Path, *, basic_auth: bool) -> MlflowServer:
         "--artifacts-destination",
         str(workdir / "artifacts"),
     ]
+
+
+def _start_mlflow(workdir: Path, *, basic_auth: bool) -> MlflowServer:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+    args = mlflow_server_command(port, workdir)
     username = password = None
     if basic_auth:
         username, password = "admin", secrets.token_urlsafe(18)  # 24 characters; MLflow wants 12+
