@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.mlflow_fixtures import mlflow_server_command
+from tests.support.moto_fixtures import terminate_process
 
 from bench.responders import stop_process
 
@@ -194,13 +195,8 @@ class MotoProcess:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        if proc is not None:
+            terminate_process(proc)
 
 
 # --- the OpenMetadata stand-in ----------------------------------------------------------------

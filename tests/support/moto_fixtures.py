@@ -171,7 +171,8 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
     raise RuntimeError(f"moto_server did not answer within {_START_TIMEOUT:.0f}s: {log.read_text()[-2000:]}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def terminate_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s; always reaped. Also used by the benchmark's moto."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -221,7 +222,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
             server.write_profile(PROFILE, PROFILE_KEY_ID, PROFILE_SECRET)
             yield server
         finally:
-            _stop(process)
+            terminate_process(process)
 
 
 @dataclass(frozen=True)

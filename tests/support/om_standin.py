@@ -1073,14 +1073,18 @@ class OpenMetadataStandIn:
                 rendered = self._render(entity, fields=None, reveal=principal.is_bot)
                 change = "entityDeleted"
             else:
-                updated = copy.deepcopy(entity)
-                updated["deleted"] = True
-                self._touch(updated, entity, principal.name)
-                self._store[name] = updated
-                rendered = self._render(updated, fields=None, reveal=principal.is_bot)
+                rendered = self._set_deleted(name, entity, principal, deleted=True)
                 change = "entitySoftDeleted"
         self._check_entity(rendered)
         return _Reply(200, rendered, {"X-OpenMetadata-Change": change})
+
+    def _set_deleted(self, name: str, entity: Entity, principal: Principal, *, deleted: bool) -> Entity:
+        """Soft delete or restore (a change: version +0.1); the caller holds the lock. Returns it rendered."""
+        updated = copy.deepcopy(entity)
+        updated["deleted"] = deleted
+        self._touch(updated, entity, principal.name)
+        self._store[name] = updated
+        return self._render(updated, fields=None, reveal=principal.is_bot)
 
     def _restore(self, call: _Call, principal: Principal) -> _Reply:
         body = self._body(call)
@@ -1100,11 +1104,7 @@ class OpenMetadataStandIn:
                 rendered = self._render(entity, fields=None, reveal=principal.is_bot)
                 change = "entityNoChange"
             else:
-                updated = copy.deepcopy(entity)
-                updated["deleted"] = False
-                self._touch(updated, entity, principal.name)
-                self._store[name] = updated
-                rendered = self._render(updated, fields=None, reveal=principal.is_bot)
+                rendered = self._set_deleted(name, entity, principal, deleted=False)
                 change = "entityRestored"
         self._check_entity(rendered)
         return _Reply(200, rendered, {"X-OpenMetadata-Change": change})
