@@ -28,7 +28,7 @@ from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import map_findings, owner_tag_fqn
 from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
 from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
-from mlsvc_discover.report import DiscovererStats, Failure, Report
+from mlsvc_discover.report import DiscovererStats, Failure, FindingRecord, Report, ScopeRecord
 from mlsvc_discover.sources.base import Discoverer, DiscovererConfig, DiscoveryResult, ItemFailure, Scope, ScopeOutcome
 from mlsvc_discover.sources.registry import build
 
@@ -167,6 +167,7 @@ class Agent:
             findings.extend(result.findings)
             for s in result.scopes:
                 outcomes[s.scope] = outcomes.get(s.scope, True) and s.ok
+            report.scopes.extend(ScopeRecord(result.source, s.scope, s.ok, s.error) for s in result.scopes)
             for f in result.failures:
                 report.failures.append(Failure("discover", f.item, f.reason, f.source, f.kind))
             for f in result.skipped:
@@ -174,6 +175,10 @@ class Agent:
         all_ok = all(r.ok for r, _ in results)
 
         mapped = map_findings(findings, owner_tag=self.owner_tag)
+        names = {(d.source, d.key): d.name for d in mapped.desired.values()}
+        report.findings = [
+            FindingRecord(f.source, f.key, f.kind.value, f.scope, names.get((f.source, f.key))) for f in findings
+        ]
         for f in mapped.failures:
             report.failures.append(Failure("map", f.item, f.reason, f.source, f.kind))
             all_ok = False
