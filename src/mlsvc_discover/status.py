@@ -110,6 +110,7 @@ def build_status(
             failure = write_failures.get(change.name)
             if failure is not None:
                 row["failure"] = failure["reason"]
+                row["failure_kind"] = failure["kind"]
                 status = "failed"
             row["status"] = status
             services.append(row)
@@ -366,9 +367,11 @@ def _details(row: Mapping[str, Any]) -> str:
     if row.get("reason"):
         parts.append(_e(row["reason"]))
     if row.get("failure"):
-        parts.append(f'<span class="bad">write failed: {_e(row["failure"])}</span>')
+        kind = f" ({row['failure_kind']})" if row.get("failure_kind") else ""
+        what = f"{row.get('action') or 'write'} failed{kind}"
+        parts.append(f'<span class="bad">{_e(what)}: {_e(row["failure"])}</span>')
     for key, value in row.items():
-        if key in _OWN_COLUMNS or key == "failure" or value in (None, "", [], {}):
+        if key in _OWN_COLUMNS or key in ("failure", "failure_kind") or value in (None, "", [], {}):
             continue
         text = ", ".join(str(v) for v in value) if isinstance(value, list) else value
         parts.append(f'<span class="muted">{_e(key)}:</span> {_e(text)}')
