@@ -184,6 +184,7 @@ class Daemon:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.trigger, self.interval = build_trigger(config.schedule)
+        self.metrics.interval.set(self.interval)
         self.readiness = Readiness(self.interval, config.server.ready_intervals, jitter=config.schedule.jitter)
         self.server: HealthServer | None = None
         self.port: int | None = None
@@ -347,6 +348,7 @@ class Daemon:
         crashed = False
         # Created here so that a cancelled cycle still tells what it had applied.
         self._current = report = Report()
+        self.metrics.cycle_started()
         if self.status is not None:
             self.status.cycle_started()
         try:
