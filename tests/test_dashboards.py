@@ -78,8 +78,8 @@ def selectors(expr: str) -> tuple[list[tuple[str, set[str]]], set[str]]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
-    """{metric or sample name: its label names} from /metrics of a real daemon after one cycle."""
+def metrics_text() -> str:
+    """/metrics of a real daemon after one cycle with a conflict, a refused write, blocked deletes."""
     from tests.support.om_fixtures import make_standin
 
     standin: OpenMetadataStandIn = make_standin()
@@ -129,8 +129,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
         drive(parse_config(raw, env={}), step)
     finally:
         standin.stop()
+    return text[0]
+
+
+@pytest.fixture(scope="module")
+def exported(metrics_text: str) -> dict[str, set[str]]:
+    """{metric or sample name: its label names} as the running agent exported them."""
     names: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text[0]):
+    for family in text_string_to_metric_families(metrics_text):
         names.setdefault(family.name, set())
         for sample in family.samples:
             names.setdefault(sample.name, set()).update(sample.labels)
@@ -186,6 +192,28 @@ def test_the_real_cycle_exported_the_series_the_alerts_watch(exported: dict[str,
     assert {"discoverer", "action"} <= exported["mlsvc_discover_plan_changes"]
     assert "process_start_time_seconds" in exported
     assert "mlsvc_discover_schedule_interval_seconds" in exported
+
+
+def test_the_new_metrics_count_what_the_cycle_did(metrics_text: str) -> None:
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+    }
+    assert values[("mlsvc_discover_conflicts", ())] == 1
+    assert values[("mlsvc_discover_plan_changes", (("action", "conflict"), ("discoverer", "fleet")))] == 1
+    assert values[("mlsvc_discover_plan_changes", (("action", "create"), ("discoverer", "fleet")))] == 2
+    # The two owned services nobody found: their deletion was held back (skip), by their last known owner.
+    skipped = sum(
+        v
+        for (name, labels), v in values.items()
+        if name == "mlsvc_discover_plan_changes" and ("action", "skip") in labels
+    )
+    assert skipped == 2
+    assert values[("mlsvc_discover_write_failures_total", (("discoverer", "fleet"), ("kind", "http_403")))] == 1
+    assert values[("mlsvc_discover_deletions_total", (("reason", "blocked_max_fraction"),))] == 2
+    assert values[("mlsvc_discover_schedule_interval_seconds", ())] == 3600
+    assert values[("mlsvc_discover_cycle_in_flight_started_timestamp_seconds", ())] == 0  # the cycle had ended
 
 
 def test_the_dashboard_template_variable_names_an_exported_metric(exported: dict[str, set[str]]) -> None:
@@ -244,3 +272,19 @@ def test_the_dashboard_is_grafana_json_with_unique_panel_ids() -> None:
     for panel in data["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert panel["targets"], panel["title"]
+
+
+def test_plan_changes_of_a_pair_that_disappears_read_zero_not_their_old_value() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from mlsvc_discover.metrics import Metrics
+    from mlsvc_discover.plan import Change, Plan
+
+    metrics = Metrics(CollectorRegistry())
+    conflict = Change("x", "conflict", "taken", source="fleet")
+    metrics.observe(Report(plan=Plan(conflicts=(conflict,))))
+    metrics.observe(Report(plan=Plan(create=(Change("y", "create", "new", source="fleet"),))))
+    text = generate_latest(metrics.registry).decode()
+    assert 'mlsvc_discover_plan_changes{action="conflict",discoverer="fleet"} 0.0' in text
+    assert 'mlsvc_discover_plan_changes{action="create",discoverer="fleet"} 1.0' in text
+    assert "mlsvc_discover_conflicts 0.0" in text
