@@ -29,7 +29,16 @@ from mlsvc_discover.mapper import map_findings, owner_tag_fqn
 from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
 from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
 from mlsvc_discover.report import DiscovererStats, Failure, FindingRecord, Report, ScopeRecord
-from mlsvc_discover.sources.base import Discoverer, DiscovererConfig, DiscoveryResult, ItemFailure, Scope, ScopeOutcome
+from mlsvc_discover.sources.base import (
+    Discoverer,
+    DiscovererConfig,
+    DiscoveryResult,
+    ItemFailure,
+    Progress,
+    ProgressCallback,
+    Scope,
+    ScopeOutcome,
+)
 from mlsvc_discover.sources.registry import build
 
 __all__ = ["Agent", "config_secrets", "describe"]
@@ -48,7 +57,14 @@ class Agent:
         self.owner_tag = owner_tag_fqn(config.ownership_classification, config.owner_id)
         self.misses: dict[str, int] = {}
         self.scopes: dict[str, Scope] = {}
+        self._progress: ProgressCallback | None = None
         self._load_state()
+
+    def set_progress(self, callback: ProgressCallback | None) -> None:
+        """Send discovery progress (per discoverer) to ``callback``: the CLI's line on a terminal."""
+        self._progress = callback
+        for d in self._discoverers:
+            d.set_progress(callback)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -128,6 +144,11 @@ class Agent:
                 scopes=[ScopeOutcome(d.root_scope, False, reason)],
                 failures=[ItemFailure(d.name, d.name, reason, kind="crash")],
             )
+        if self._progress is not None:
+            try:
+                self._progress(Progress(d.name, 0, 0, len(result.failures), finished=True))
+            except Exception:  # a progress display must never cost a cycle
+                log.debug("progress callback failed", exc_info=True)
         return result, time.monotonic() - started
 
     async def discover(self) -> list[tuple[DiscoveryResult, float]]:
