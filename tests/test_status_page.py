@@ -15,6 +15,7 @@ services and states how long the browser takes to render and to filter it.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import signal
@@ -34,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from mlsvc_discover.config import parse_config
 from mlsvc_discover.controller import Agent
+from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Readiness
 from mlsvc_discover.status import StatusBoard
 from tests.support.browser import chrome  # noqa: F401 - the fixture
@@ -423,3 +425,26 @@ def test_the_health_server_answers_status_before_the_first_cycle_ends() -> None:
         assert json.loads(body)["cycle_in_flight"]["running_seconds"] >= 0
     finally:
         server.close()
+
+
+def test_secrets_are_redacted_before_escaping_so_markup_in_a_secret_cannot_hide_it() -> None:
+    from mlsvc_discover.plan import Change, Plan
+    from mlsvc_discover.report import Failure
+    from mlsvc_discover.status import build_status, render_html
+
+    secret = 'p&ss<w>"rd'
+    report = Report(
+        started_at=time.time(),
+        plan=Plan(update=(Change("svc", "update", "differs in connection", "fleet", fields=("connection",)),)),
+        failures=[Failure("write", "svc", f"HTTP 400: bad value {secret} near Bearer abc.def", "fleet", "http_400")],
+    )
+    data = build_status(report, secrets=[secret], cycle=7, success=True)
+    page = render_html({**data, "generated_at_unix": time.time()})
+    for text in (json.dumps(data), page):
+        assert secret not in text
+        assert html.escape(secret) not in text
+        assert "abc.def" not in text
+    row = data["services"][0]
+    assert row["status"] == "failed"
+    assert row["fields"] == ["connection"]
+    assert "update failed (http_400): HTTP 400: bad value ***" in page
