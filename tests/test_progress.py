@@ -8,6 +8,7 @@ bytes: a line ends at ``\\n``, and ``\\r`` plus erase-line starts it again.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -23,6 +24,7 @@ import yaml
 from mlsvc_discover._progress import ProgressLine, wanted
 from mlsvc_discover.sources.base import Progress
 from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like
+from tests.support.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
 from tests.support.om_fixtures import OM_TOKEN
 from tests.support.om_standin import OpenMetadataStandIn
 
@@ -181,3 +183,73 @@ def test_a_log_record_erases_the_line_and_it_comes_back_after() -> None:
     assert stream.getvalue() == (
         "\r\x1b[Kdiscovering: a 1/3 scopes\r\x1b[K2026-11-29 WARNING something\n\r\x1b[Kdiscovering: a 1/3 scopes"
     )
+
+
+def _events(discoverer: object) -> list[Progress]:
+    events: list[Progress] = []
+
+    async def run() -> None:
+        discoverer.set_progress(events.append)  # type: ignore[attr-defined]
+        try:
+            await discoverer.discover()  # type: ignore[attr-defined]
+        finally:
+            await discoverer.aclose()  # type: ignore[attr-defined]
+
+    asyncio.run(asyncio.wait_for(run(), timeout=45))
+    return events
+
+
+def test_the_sagemaker_discoverer_reports_accounts_done_of_total(aws_world: AwsWorld) -> None:
+    from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+
+    accounts = [{"role_arn": aws_world.role_arns[ACCOUNT_A]}, {"role_arn": aws_world.role_arns[ACCOUNT_B]}]
+    config = SageMakerConfig.model_validate(
+        {
+            "type": "sagemaker",
+            "name": "aws",
+            "regions": ["us-east-1", "eu-west-1"],
+            "endpoint_url": aws_world.endpoint_url,
+            "accounts": accounts,
+        }
+    )
+    events = _events(SageMakerDiscoverer(config))
+    assert [(e.done, e.total, e.failed, e.unit) for e in events] == [
+        (0, 2, 0, "accounts"),
+        (1, 2, 0, "accounts"),
+        (2, 2, 0, "accounts"),
+    ]
+    assert {e.source for e in events} == {"aws"}
+
+
+def test_the_mlflow_discoverer_reports_uris_done_of_total_with_failures_so_far() -> None:
+    from mlsvc_discover.sources.mlflow import MlflowDiscoverer, MlflowDiscovererConfig
+
+    server = FakeServer(mlflow_like())
+    try:
+        refused = f"http://127.0.0.1:{free_port()}"
+        config = MlflowDiscovererConfig.model_validate(
+            {"type": "mlflow", "name": "tracking", "timeout": "3s", "tracking_uris": [server.url, refused]}
+        )
+        events = _events(MlflowDiscoverer(config))
+    finally:
+        server.close()
+    assert events[0] == Progress("tracking", 0, 2, 0)
+    assert events[-1] == Progress("tracking", 2, 2, 1)
+    assert [e.done for e in events] == [0, 1, 2]
+
+
+def test_a_failing_progress_listener_never_stops_discovery() -> None:
+    from mlsvc_discover.sources.static import StaticDiscoverer, StaticDiscovererConfig
+
+    def broken(_: Progress) -> None:
+        raise RuntimeError("display gone")
+
+    discoverer = StaticDiscoverer(StaticDiscovererConfig.model_validate({"type": "static", "name": "s"}))
+    discoverer.set_progress(broken)
+
+    async def run() -> list[int]:
+        return await discoverer.gather_scopes(
+            [asyncio.sleep(0, result=1), asyncio.sleep(0, result=2)], failures=lambda r: 0
+        )
+
+    assert asyncio.run(run()) == [1, 2]
