@@ -38,7 +38,6 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Readiness
 from mlsvc_discover.status import StatusBoard
-from tests.support.browser import chrome  # noqa: F401 - the fixture
 from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like
 from tests.support.om_fixtures import OM_TOKEN, make_standin
 from tests.support.om_standin import OpenMetadataStandIn
@@ -193,7 +192,7 @@ def _row_of(driver: Any, text: str) -> str:
 
 def test_the_page_shows_a_real_cycle_of_the_running_agent_with_its_conflict_failures_and_pending_delete(
     running_agent: RunningAgent,
-    chrome: Any,  # noqa: F811
+    chrome: Any,
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -245,7 +244,7 @@ def test_the_page_shows_a_real_cycle_of_the_running_agent_with_its_conflict_fail
 
 def test_the_filter_box_narrows_every_table_as_one_types(
     running_agent: RunningAgent,
-    chrome: Any,  # noqa: F811
+    chrome: Any,
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -348,7 +347,7 @@ def _services(n: int) -> list[dict[str, Any]]:
 
 
 def test_the_page_stays_usable_with_5000_services_and_says_how_long_it_takes(
-    chrome: Any,  # noqa: F811
+    chrome: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from selenium.webdriver.common.by import By
