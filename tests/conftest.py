@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.om_fixtures",
     "tests.support.mlflow_fixtures",
     "tests.support.moto_fixtures",
+    "tests.support.browser",
 ]

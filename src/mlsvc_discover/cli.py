@@ -72,11 +72,24 @@ def _validate_config(config: AgentConfig, output: str) -> int:
 
 
 async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:
+    from mlsvc_discover._progress import ProgressLine, wanted
     from mlsvc_discover.controller import Agent
 
+    progress = None
+    if wanted(sys.stderr, output):
+        progress = ProgressLine(sys.stderr, [d.name for d in config.discoverers if d.enabled])
     async with Agent(config) as agent:
-        configure_logging(config.logging.level, config.logging.format, agent.secrets())
-        report = await agent.run_once(dry_run=dry_run)
+        if progress is not None:
+            agent.set_progress(progress)
+        # While the progress line is up, log records erase it first and redraw it after.
+        stream = progress.log_stream if progress is not None else None
+        configure_logging(config.logging.level, config.logging.format, agent.secrets(), stream=stream)
+        try:
+            report = await agent.run_once(dry_run=dry_run)
+        finally:
+            if progress is not None:
+                progress.close()
+                configure_logging(config.logging.level, config.logging.format, agent.secrets())
     text = report.to_json() if output == "json" else report.render_text()
     print(redact(text, agent.secrets()))
     return report.exit_code

@@ -145,6 +145,13 @@ class ServerConfig(StrictModel):
     ready_intervals: int = Field(
         default=3, ge=1, description="/readyz fails when no cycle succeeded within this many intervals."
     )
+    status_page: bool = Field(
+        default=True,
+        description=(
+            "Serve /status (HTML) and /status.json: the last cycle's scopes, findings, plan and failures. "
+            "Secrets are redacted, but URIs, account ids and service names are shown to whoever reaches the port."
+        ),
+    )
 
     @field_validator("address")
     @classmethod

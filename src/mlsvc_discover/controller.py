@@ -28,8 +28,17 @@ from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import map_findings, owner_tag_fqn
 from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
 from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
-from mlsvc_discover.report import DiscovererStats, Failure, Report
-from mlsvc_discover.sources.base import Discoverer, DiscovererConfig, DiscoveryResult, ItemFailure, Scope, ScopeOutcome
+from mlsvc_discover.report import DiscovererStats, Failure, FindingRecord, Report, ScopeRecord
+from mlsvc_discover.sources.base import (
+    Discoverer,
+    DiscovererConfig,
+    DiscoveryResult,
+    ItemFailure,
+    Progress,
+    ProgressCallback,
+    Scope,
+    ScopeOutcome,
+)
 from mlsvc_discover.sources.registry import build
 
 __all__ = ["Agent", "config_secrets", "describe"]
@@ -48,7 +57,14 @@ class Agent:
         self.owner_tag = owner_tag_fqn(config.ownership_classification, config.owner_id)
         self.misses: dict[str, int] = {}
         self.scopes: dict[str, Scope] = {}
+        self._progress: ProgressCallback | None = None
         self._load_state()
+
+    def set_progress(self, callback: ProgressCallback | None) -> None:
+        """Send discovery progress (per discoverer) to ``callback``: the CLI's line on a terminal."""
+        self._progress = callback
+        for d in self._discoverers:
+            d.set_progress(callback)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -128,6 +144,11 @@ class Agent:
                 scopes=[ScopeOutcome(d.root_scope, False, reason)],
                 failures=[ItemFailure(d.name, d.name, reason, kind="crash")],
             )
+        if self._progress is not None:
+            try:
+                self._progress(Progress(d.name, 0, 0, len(result.failures), finished=True))
+            except Exception:  # a progress display must never cost a cycle
+                log.debug("progress callback failed", exc_info=True)
         return result, time.monotonic() - started
 
     async def discover(self) -> list[tuple[DiscoveryResult, float]]:
@@ -167,6 +188,7 @@ class Agent:
             findings.extend(result.findings)
             for s in result.scopes:
                 outcomes[s.scope] = outcomes.get(s.scope, True) and s.ok
+            report.scopes.extend(ScopeRecord(result.source, s.scope, s.ok, s.error) for s in result.scopes)
             for f in result.failures:
                 report.failures.append(Failure("discover", f.item, f.reason, f.source, f.kind))
             for f in result.skipped:
@@ -174,6 +196,10 @@ class Agent:
         all_ok = all(r.ok for r, _ in results)
 
         mapped = map_findings(findings, owner_tag=self.owner_tag)
+        names = {(d.source, d.key): d.name for d in mapped.desired.values()}
+        report.findings = [
+            FindingRecord(f.source, f.key, f.kind.value, f.scope, names.get((f.source, f.key))) for f in findings
+        ]
         for f in mapped.failures:
             report.failures.append(Failure("map", f.item, f.reason, f.source, f.kind))
             all_ok = False

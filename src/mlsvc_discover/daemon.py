@@ -39,6 +39,7 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import Metrics, succeeded
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Readiness
+from mlsvc_discover.status import StatusBoard
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -183,9 +184,20 @@ class Daemon:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.trigger, self.interval = build_trigger(config.schedule)
+        self.metrics.interval.set(self.interval)
         self.readiness = Readiness(self.interval, config.server.ready_intervals, jitter=config.schedule.jitter)
         self.server: HealthServer | None = None
         self.port: int | None = None
+        self.status: StatusBoard | None = (
+            StatusBoard(
+                self.agent.secrets,
+                owner_id=config.owner_id,
+                policy=config.policy,
+                stale_after=config.stale_after,
+            )
+            if config.server.status_page
+            else None
+        )
         self.started = asyncio.Event()
         self.cycles = 0
         self.skipped = 0
@@ -205,7 +217,7 @@ class Daemon:
 
         self._stop = stop
         if self.config.server.enabled:
-            self.server = HealthServer(self.config.server.address, self.readiness, self.registry)
+            self.server = HealthServer(self.config.server.address, self.readiness, self.registry, status=self.status)
             try:
                 self.port = self.server.start()
             except OSError as exc:
@@ -336,6 +348,9 @@ class Daemon:
         crashed = False
         # Created here so that a cancelled cycle still tells what it had applied.
         self._current = report = Report()
+        self.metrics.cycle_started()
+        if self.status is not None:
+            self.status.cycle_started()
         try:
             report = await self.agent.run_once(stop=self._stop, report=report)
         except asyncio.CancelledError:
@@ -353,6 +368,8 @@ class Daemon:
         ok = succeeded(report)
         reason = report.fatal or ("interrupted by shutdown" if report.interrupted else None)
         self.readiness.record(success=ok, duration=report.duration, reason=self._redact(reason) if reason else None)
+        if self.status is not None:
+            self.status.record(report, cycle=number, success=ok and not crashed)
         self._log_report(number, report, ok)
         if self._on_cycle is not None:
             try:

@@ -14,7 +14,7 @@ import re
 import time
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from mlsvc_discover.report import Report
 
@@ -115,6 +115,42 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        # --- for the dashboard and alert rules in config/ (issue 13) ---------------------------
+        self.conflicts = Gauge(
+            "mlsvc_discover_conflicts",
+            "Services in conflict in the last cycle: the desired name is held by a service without this agent's tag.",
+            registry=registry,
+        )
+        self.plan_changes = Gauge(
+            "mlsvc_discover_plan_changes",
+            "Services per plan action (create, update, restore, delete, unchanged, conflict, skip) in the last "
+            "cycle, by discoverer.",
+            ["discoverer", "action"],
+            registry=registry,
+        )
+        self.write_failures = Counter(
+            "mlsvc_discover_write_failures_total",
+            "Writes to OpenMetadata that failed (creates, updates, restores, deletes), by discoverer and kind "
+            "(http_401, http_403, http_404, http_409, unavailable, ...).",
+            ["discoverer", "kind"],
+            registry=registry,
+        )
+        self.interval = Gauge(
+            "mlsvc_discover_schedule_interval_seconds",
+            "The (longest) time between two scheduled cycles; alerts count intervals with it.",
+            registry=registry,
+        )
+        # Named so that it can be reconciled with the cycle-in-flight metrics of the liveness work.
+        self.in_flight_started = Gauge(
+            "mlsvc_discover_cycle_in_flight_started_timestamp_seconds",
+            "Unix time at which the cycle now running started; 0 while no cycle runs.",
+            registry=registry,
+        )
+        # process_start_time_seconds: "no success since start" needs the start.
+        ProcessCollector(registry=registry)
+        self._plan_labels: set[tuple[str, str]] = set()
+        self.conflicts.set(0)
+        self.in_flight_started.set(0)
         # Pre-create the fixed label values so dashboards and alerts see 0, not "no data".
         for result in RESULTS:
             self.cycles.labels(result=result)
@@ -124,6 +160,10 @@ class Metrics:
             self.deletions.labels(reason=reason)
         self.last_success.set(0)
         self.consecutive_failures.set(0)
+
+    def cycle_started(self) -> None:
+        """Mark a cycle as running (for the stuck-cycle alert)."""
+        self.in_flight_started.set(time.time())
 
     def skipped(self) -> None:
         """Count a scheduled cycle that did not run because one was still in flight."""
@@ -136,6 +176,8 @@ class Metrics:
         as an error of the agent itself (``discoverer="agent", kind="crash"``).
         """
         self.cycle_duration.observe(max(0.0, report.duration))
+        self.in_flight_started.set(0)
+        self._observe_plan(report)
         ok = succeeded(report) and not crashed
         self.cycles.labels(result="success" if ok else "failure").inc()
         if ok:
@@ -154,6 +196,11 @@ class Metrics:
 
         for failure in report.failures:
             self.errors.labels(discoverer=_name_label(failure.source), kind=_kind_label(failure.kind)).inc()
+            if failure.stage in _WRITE_STAGES:
+                source = failure.source or _scope_owner(report, failure.item)
+                self.write_failures.labels(
+                    discoverer=_name_label(source) if source else "unknown", kind=_kind_label(failure.kind)
+                ).inc()
         if crashed:
             self.errors.labels(discoverer="agent", kind="crash").inc()
         else:
@@ -169,3 +216,31 @@ class Metrics:
             blocked = sum(1 for c in report.plan.skipped if c.code == "max_delete_fraction")
             if blocked:
                 self.deletions.labels(reason="blocked_max_fraction").inc(blocked)
+
+    def _observe_plan(self, report: Report) -> None:
+        plan = report.plan
+        if plan is None:
+            return  # no plan this cycle (OpenMetadata unreachable): keep the last known numbers
+        self.conflicts.set(len(plan.conflicts))
+        counts: dict[tuple[str, str], int] = {}
+        for change in plan.changes():
+            source = change.source or _scope_owner(report, change.name)
+            key = (_name_label(source) if source else "unknown", _kind_label(change.action))
+            counts[key] = counts.get(key, 0) + 1
+        # A discoverer/action pair that had services and has none now must read 0, not its old value.
+        for key in self._plan_labels - counts.keys():
+            self.plan_changes.labels(discoverer=key[0], action=key[1]).set(0)
+        for key, count in counts.items():
+            self.plan_changes.labels(discoverer=key[0], action=key[1]).set(count)
+        self._plan_labels |= counts.keys()
+
+
+_WRITE_STAGES: Final = frozenset({"write", "restore", "delete"})
+
+
+def _scope_owner(report: Report, name: str) -> str | None:
+    """The discoverer of an owned service from its scope, ``(type, discoverer, ...)``."""
+    if report.plan is None:
+        return None
+    scope = report.plan.scopes.get(name)
+    return scope[1] if scope is not None and len(scope) > 1 else None

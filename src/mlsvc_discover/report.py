@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsvc_discover.plan import Plan
+from mlsvc_discover.sources.base import Scope
 
-__all__ = ["DiscovererStats", "Failure", "Report"]
+__all__ = ["DiscovererStats", "Failure", "FindingRecord", "Report", "ScopeRecord"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,30 @@ class DiscovererStats:
     duration: float = 0.0
 
 
+# --- what the status page needs beyond the counts: every scope and every finding -------------
+
+
+@dataclass(frozen=True)
+class ScopeRecord:
+    """One scope a discoverer looked at this cycle, and how that went."""
+
+    source: str
+    scope: Scope
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FindingRecord:
+    """One finding and the service name it maps to (None when it could not be mapped)."""
+
+    source: str
+    key: str
+    kind: str
+    scope: Scope
+    name: str | None
+
+
 @dataclass
 class Report:
     """Everything one cycle did; rendered as text or JSON."""
@@ -63,6 +88,9 @@ class Report:
     applied: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # For the status page (not in to_dict: the CLI's report stays as it was).
+    scopes: list[ScopeRecord] = field(default_factory=list)
+    findings: list[FindingRecord] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -22,9 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+if TYPE_CHECKING:
+    from mlsvc_discover.status import StatusBoard
 
 __all__ = ["HealthServer", "Readiness", "parse_address"]
 
@@ -113,11 +117,18 @@ class _Server(ThreadingHTTPServer):
     # A restarted agent must be able to bind its port again at once.
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], readiness: Readiness, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        readiness: Readiness,
+        registry: CollectorRegistry,
+        status: StatusBoard | None = None,
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.readiness = readiness
         self.registry = registry
+        self.status = status
         super().__init__(address, _Handler)
 
 
@@ -146,8 +157,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(200 if ready else 503, (reason + "\n").encode())
         elif path == "/metrics":
             self._answer(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path in ("/status", "/status.json") and self.server.status is not None:
+            self._status(path)
         else:
-            self._answer(404, b"not found: try /healthz, /readyz or /metrics\n")
+            extra = ", /status" if self.server.status is not None else ""
+            self._answer(404, f"not found: try /healthz, /readyz, /metrics{extra}\n".encode())
+
+    # --- the status page (mlsvc_discover.status) -------------------------------------------
+
+    def _status(self, path: str) -> None:
+        import json
+
+        from mlsvc_discover.status import render_html, script_hash
+
+        board = self.server.status
+        assert board is not None
+        query = self.path.split("?", 1)[1] if "?" in self.path else ""
+        q = (parse_qs(query).get("q") or [""])[0][:200]
+        if path == "/status.json":
+            body = json.dumps(board.data(q), indent=1).encode()
+            self._answer(200, body, "application/json")
+            return
+        page = render_html(board.data(), query=q).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.send_header("Cache-Control", "no-store")
+        # No external asset, no other script than the page's own filter.
+        self.send_header(
+            "Content-Security-Policy",
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src '{script_hash()}'; form-action 'self'",
+        )
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(page)
 
     do_HEAD = do_GET
 
@@ -159,10 +204,13 @@ class _Handler(BaseHTTPRequestHandler):
 class HealthServer:
     """Serves the probes and metrics from a daemon thread until :meth:`close`."""
 
-    def __init__(self, address: str, readiness: Readiness, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, address: str, readiness: Readiness, registry: CollectorRegistry, status: StatusBoard | None = None
+    ) -> None:
         self.address = address
         self.readiness = readiness
         self.registry = registry
+        self.status = status
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -171,7 +219,7 @@ class HealthServer:
 
         Raises OSError when the address cannot be bound (in use, not permitted).
         """
-        self._server = _Server(parse_address(self.address), self.readiness, self.registry)
+        self._server = _Server(parse_address(self.address), self.readiness, self.registry, self.status)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="mlsvc-health", daemon=True
         )

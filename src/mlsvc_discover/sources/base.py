@@ -13,8 +13,10 @@ entry point names the :class:`Discoverer` subclass and its name is the ``type`` 
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID
@@ -31,6 +33,8 @@ __all__ = [
     "ItemFailure",
     "OwnerRef",
     "PlatformKind",
+    "Progress",
+    "ProgressCallback",
     "Scope",
     "ScopeOutcome",
     "ServiceMetadata",
@@ -188,6 +192,27 @@ class DiscoveryResult:
 
 
 C = TypeVar("C", bound=DiscovererConfig)
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one discoverer's run is: ``done`` of ``total`` units (``unit``: scopes, accounts).
+
+    ``finished`` marks the end of the run (sent by the controller, with the run's failure count;
+    ``done`` and ``total`` are 0 then when the discoverer never reported progress).
+    """
+
+    source: str
+    done: int
+    total: int
+    failed: int
+    unit: str = "scopes"
+    finished: bool = False
+
+
+ProgressCallback = Callable[[Progress], None]
 
 
 class Discoverer(abc.ABC, Generic[C]):
@@ -200,6 +225,8 @@ class Discoverer(abc.ABC, Generic[C]):
     """
 
     config_model: ClassVar[type[DiscovererConfig]]
+    # Who listens to progress (the CLI's progress line on a terminal); nobody by default.
+    _progress: ProgressCallback | None = None
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -222,3 +249,38 @@ class Discoverer(abc.ABC, Generic[C]):
     def secrets(self) -> Sequence[str]:
         """Secret values this discoverer knows (for log redaction). Override when there are any."""
         return ()
+
+    # --- progress (optional: a discoverer that never reports it works the same) ---------------
+
+    def set_progress(self, callback: ProgressCallback | None) -> None:
+        """Send progress of the next runs to ``callback`` (None: to nobody)."""
+        self._progress = callback
+
+    def report_progress(self, done: int, total: int, failed: int, unit: str = "scopes") -> None:
+        """Tell the listener, if any, how far this run is; a failing listener never stops discovery."""
+        if self._progress is None:
+            return
+        try:
+            self._progress(Progress(self.name, done, total, failed, unit))
+        except Exception:
+            _log.debug("progress callback failed", exc_info=True)
+
+    async def gather_scopes(
+        self, work: Sequence[Awaitable[T]], *, failures: Callable[[T], int], unit: str = "scopes"
+    ) -> list[T]:
+        """``asyncio.gather(*work)``, reporting progress as each unit of work (a scope) ends.
+
+        ``failures(result)`` says how many failures one finished unit brought.
+        """
+        total, done, failed = len(work), 0, 0
+        self.report_progress(0, total, 0, unit)
+
+        async def one(item: Awaitable[T]) -> T:
+            nonlocal done, failed
+            result = await item
+            done += 1
+            failed += failures(result)
+            self.report_progress(done, total, failed, unit)
+            return result
+
+        return list(await asyncio.gather(*(one(w) for w in work)))

@@ -414,7 +414,9 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
 
         result.scopes.append(ScopeOutcome(self.root_scope, ok=not root_errors, error="; ".join(root_errors) or None))
         gate = asyncio.Semaphore(cfg.max_concurrency)
-        outcomes = await asyncio.gather(*(self._guarded(gate, context, t) for t in targets))
+        outcomes = await self.gather_scopes(
+            [self._guarded(gate, context, t) for t in targets], failures=lambda o: int(isinstance(o, HttpProbeError))
+        )
         for t, outcome in zip(targets, outcomes, strict=True):
             scope = (*self.root_scope, t.key)
             if isinstance(outcome, HttpProbeError):

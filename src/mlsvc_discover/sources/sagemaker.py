@@ -597,7 +597,11 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
     async def discover(self) -> DiscoveryResult:
         cfg = self.config
         gate = asyncio.Semaphore(cfg.max_accounts_concurrency)
-        outcomes = await asyncio.gather(*(self._account(i, a, gate) for i, a in enumerate(cfg.accounts)))
+        outcomes = await self.gather_scopes(
+            [self._account(i, a, gate) for i, a in enumerate(cfg.accounts)],
+            failures=lambda o: len(o.failures),
+            unit="accounts",
+        )
         self._run_secrets = tuple(dict.fromkeys(s for o in outcomes for s in o.secrets))
         return self._assemble(list(outcomes))
 
