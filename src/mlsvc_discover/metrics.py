@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -124,6 +125,23 @@ class Metrics:
             self.deletions.labels(reason=reason)
         self.last_success.set(0)
         self.consecutive_failures.set(0)
+
+    def watch_in_flight(self, in_flight: Callable[[], float], oldest_age: Callable[[], float]) -> None:
+        """Gauges of cycles in flight and the age of the oldest, read at scrape time.
+
+        At scrape time, so that a wedged event loop (which can no longer update anything)
+        still shows its cycle growing older.
+        """
+        Gauge(
+            "mlsvc_discover_cycles_in_flight",
+            "Cycles running now (0 or 1; more means cycles are stuck).",
+            registry=self.registry,
+        ).set_function(in_flight)
+        Gauge(
+            "mlsvc_discover_oldest_cycle_in_flight_age_seconds",
+            "How long the oldest cycle still running has run (0 when none is).",
+            registry=self.registry,
+        ).set_function(oldest_age)
 
     def skipped(self) -> None:
         """Count a scheduled cycle that did not run because one was still in flight."""
