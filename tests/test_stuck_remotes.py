@@ -32,7 +32,7 @@ from mlsvc_discover.report import Report
 from mlsvc_discover.server import Liveness
 from tests.support.hostile import HostileServer, Mode
 from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from tests.support.om_standin import FaultRule, OpenMetadataStandIn
 
 CLI = Path(sys.executable).parent / "mlsvc-discover"
 # Everything the process may take beyond the bound under test: start-up (imports, boto3),
@@ -218,6 +218,39 @@ def test_once_ends_at_the_cycle_deadline_when_openmetadata_holds_the_listing_and
     assert "Traceback" not in agent.log
 
 
+def test_a_cycle_held_while_writing_ends_at_its_deadline_reporting_the_writes_not_applied(
+    om_standin: OpenMetadataStandIn, tmp_path: Path
+) -> None:
+    import asyncio
+
+    services = [{"name": f"sk-{i}", "service_type": "Sklearn"} for i in range(3)]
+    raw = base_config(om_standin.base_url, {**STATIC, "services": services}, cycle_timeout="2s", policy="sync")
+    raw["openmetadata"].update(use_bulk=False, max_concurrency=1)
+    raw["state"] = {"path": str(tmp_path / "state.json")}
+    # Every write is held far longer than the cycle may last.
+    om_standin.inject(FaultRule(method="PUT", path=r"/mlmodelServices$", delay=600))
+
+    async def cycle() -> Report:
+        async with Agent(parse_config(raw, env={})) as agent:
+            return await agent.run_once()
+
+    started = time.monotonic()
+    report = asyncio.run(cycle())
+    took = time.monotonic() - started
+
+    assert took < 2 + SLACK
+    assert report.fatal_kind == "cycle_deadline"
+    assert report.fatal is not None
+    assert "cycle_timeout 2s" in report.fatal
+    assert "writing to OpenMetadata" in report.fatal
+    assert report.exit_code == 1
+    assert report.applied == []
+    assert report.not_applied == ["sk-0", "sk-1", "sk-2"]
+    assert "interrupted: not applied: sk-0, sk-1, sk-2" in report.render_text()
+    # Miss counts are not advanced by a cycle cut short.
+    assert not (tmp_path / "state.json").exists()
+
+
 # --- signals ----------------------------------------------------------------------------------
 
 
@@ -354,8 +387,9 @@ def test_healthz_fails_with_a_reason_while_a_cycle_runs_past_its_deadline_plus_m
                     status, body = get(f"http://127.0.0.1:{daemon.port}/healthz")
                     metrics = get(f"http://127.0.0.1:{daemon.port}/metrics")[1]
                 except OSError:  # the endpoint closing at the end of the test
-                    continue
-                seen.append((time.monotonic(), status, body, metrics))
+                    pass
+                else:
+                    seen.append((time.monotonic(), status, body, metrics))
             time.sleep(0.1)
 
     async def main() -> None:

@@ -200,6 +200,7 @@ class Agent:
             if report.plan is not None:
                 wanted = {c.name for c in (*report.plan.writes, *report.plan.delete)}
                 report.not_applied = sorted(wanted - set(report.applied))
+                report.interrupted = bool(report.not_applied)  # so the report lists them
             log.error("%s", report.fatal)
         finally:
             report.duration = time.monotonic() - started
