@@ -109,7 +109,9 @@ class ScheduleConfig(StrictModel):
     cron: str | None = Field(default=None, description="Crontab expression (5 fields), instead of interval.")
     jitter: Duration = Field(default=0.0, ge=0, description="Random delay up to this long added to each run.")
     grace_period: Duration = Field(
-        default=30.0, ge=0, description="On SIGTERM/SIGINT, how long a cycle in flight may take to finish."
+        default=30.0,
+        ge=0,
+        description="On SIGTERM/SIGINT (--once too), how long a cycle in flight may take to finish.",
     )
 
     @field_validator("cron")
