@@ -131,10 +131,12 @@ class Agent:
         try:
             self._state.save(self.owner_tag, DeleteState(self.misses, self.scopes))
         except StateError as exc:
+            if self.config.policy != "sync":
+                log.warning("%s", exc)  # only sync needs the counts
+                return
+            # Without the counts, sync would silently never delete: the run must say so.
             log.error("%s", exc)
-            if self.config.policy == "sync":
-                # Without the counts, sync would silently never delete: the run must say so.
-                report.failures.append(Failure("state", str(self._state.path), str(exc), "agent", "state_unwritable"))
+            report.failures.append(Failure("state", str(self._state.path), str(exc), "agent", "state_unwritable"))
 
     # --- the cycle -----------------------------------------------------------------------
 
