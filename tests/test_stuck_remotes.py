@@ -287,6 +287,27 @@ def test_a_signal_ends_once_within_the_grace_period_whatever_the_remote_does(
     assert "Traceback" not in agent.log
 
 
+def test_a_second_ctrl_c_ends_once_at_once_without_waiting_out_the_grace_period(
+    hostile: list[HostileServer], procs: list[Agentproc], tmp_path: Path
+) -> None:
+    om = serve(hostile, "trickle")
+    raw = base_config(om.url + "/api", STATIC, cycle_timeout="1h", schedule={"interval": "1h", "grace_period": "5m"})
+    agent = Agentproc(tmp_path, raw, "--once")
+    procs.append(agent)
+    agent.wait_for(lambda: om.requests >= 1, "OpenMetadata to hold the cycle")
+    agent.proc.send_signal(signal.SIGINT)
+    agent.wait_for(lambda: "received SIGINT: stopping" in agent.log, "the first signal to be handled")
+
+    agent.proc.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    code, _ = agent.wait(SLACK)
+
+    assert code == 130
+    assert time.monotonic() - signalled < SLACK
+    assert "received SIGINT again: cancelling the cycle now" in agent.log
+    assert "Traceback" not in agent.log
+
+
 @pytest.mark.parametrize("held", ["aws", "openmetadata"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_ends_the_long_running_agent_within_the_grace_period_whatever_the_remote_does(
