@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 HARD_EXIT_MARGIN = 5.0
 """Seconds past the grace period after which a stop signal ends the process regardless."""
 _LEFTOVER_TIMEOUT = 2.0
-_THREAD_JOIN_TIMEOUT = 2.0
+_THREAD_JOIN_TIMEOUT = 1.0
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:
