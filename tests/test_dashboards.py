@@ -182,7 +182,8 @@ def test_every_metric_and_label_used_is_exported_by_a_running_agent(exported: di
         "mlsvc_discover_deletions_total",
         "mlsvc_discover_conflicts",
         "mlsvc_discover_write_failures_total",
-        "mlsvc_discover_cycle_in_flight_started_timestamp_seconds",
+        "mlsvc_discover_oldest_cycle_in_flight_age_seconds",
+        "mlsvc_discover_cycle_timeout_seconds",
     ):
         assert needed in used, needed
 
@@ -213,7 +214,9 @@ def test_the_new_metrics_count_what_the_cycle_did(metrics_text: str) -> None:
     assert values[("mlsvc_discover_write_failures_total", (("discoverer", "fleet"), ("kind", "http_403")))] == 1
     assert values[("mlsvc_discover_deletions_total", (("reason", "blocked_max_fraction"),))] == 2
     assert values[("mlsvc_discover_schedule_interval_seconds", ())] == 3600
-    assert values[("mlsvc_discover_cycle_in_flight_started_timestamp_seconds", ())] == 0  # the cycle had ended
+    assert values[("mlsvc_discover_cycles_in_flight", ())] == 0  # the cycle had ended
+    assert values[("mlsvc_discover_oldest_cycle_in_flight_age_seconds", ())] == 0
+    assert values[("mlsvc_discover_cycle_timeout_seconds", ())] > 0
 
 
 def test_the_dashboard_template_variable_names_an_exported_metric(exported: dict[str, set[str]]) -> None:

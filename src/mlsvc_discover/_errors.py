@@ -8,6 +8,8 @@ with ``raise X(...) from exc`` so callers only ever catch these::
     ├── ConfigError                 bad config or usage; exit code 2, nothing contacted
     ├── MappingError                a finding cannot become a valid CreateMlModelServiceRequest
     │   └── NameCollisionError      two findings map to one service name
+    ├── StateError                  the state file cannot be written (fails the run under sync)
+    │   └── StateLockedError        another agent holds the state file's lock
     ├── DiscoveryError              a discoverer scope failed (soft: the cycle goes on)
     │   └── ProbeError              one MLflow URI / AWS (account, region) failed
     └── OpenMetadataError           talking to OpenMetadata failed
@@ -42,6 +44,18 @@ class MappingError(MlsvcDiscoverError):
 
 class NameCollisionError(MappingError):
     """Two distinct findings map to the same OpenMetadata service name."""
+
+
+class StateError(MlsvcDiscoverError):
+    """The state file (``state.path``) cannot be written; ``path`` names it."""
+
+    def __init__(self, message: str, *, path: object = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class StateLockedError(StateError):
+    """Another agent holds the lock of the same state file."""
 
 
 class DiscoveryError(MlsvcDiscoverError):

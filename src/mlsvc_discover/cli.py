@@ -6,28 +6,41 @@ Exit codes (documented in the README and tested):
 - 1: partial failure: a discoverer, a probe or some writes failed, or OpenMetadata was
   unreachable; everything else was applied;
 - 2: bad config or usage; nothing was contacted;
-- 130: interrupted (SIGINT) during ``--once``.
+- 3: another agent holds the lock of ``state.path``; nothing was contacted;
+- 130: interrupted by SIGINT (Ctrl-C) during ``--once``; 143: stopped by SIGTERM during ``--once``.
+  Either way the cycle stops after the write in flight, gets ``schedule.grace_period`` to get
+  there, and the process is gone at most a few seconds after that, whatever a remote does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from mlsvc_discover import __version__
-from mlsvc_discover._errors import ConfigError
+from mlsvc_discover._errors import ConfigError, StateError, StateLockedError
 from mlsvc_discover._logging import configure_logging, redact
+from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, exit_leaving_stuck_threads, run
 from mlsvc_discover.config import AgentConfig, load_config
+from mlsvc_discover.report import Report
 
-__all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_PARTIAL", "main"]
+__all__ = ["EXIT_CONFIG", "EXIT_LOCKED", "EXIT_OK", "EXIT_PARTIAL", "main"]
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
 EXIT_CONFIG = 2
+EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,23 +88,81 @@ async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:
     from mlsvc_discover._progress import ProgressLine, wanted
     from mlsvc_discover.controller import Agent
 
+    loop = asyncio.get_running_loop()
+    grace = config.schedule.grace_period
+    stop = asyncio.Event()
+    force = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if received:
+            log.warning("received %s again: cancelling the cycle now", sig.name)
+            force.set()
+            return
+        received.append(sig)
+        log.warning("received %s: stopping after the write in flight (grace period %gs)", sig.name, grace)
+        stop.set()
+        arm_watchdog(grace + HARD_EXIT_MARGIN, 128 + sig, f"the cycle stopped by {sig.name}")
+
+    def on_hangup() -> None:
+        log.info("received SIGHUP: nothing to reload in --once; ignored")
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in handled[:2]:
+        loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     progress = None
     if wanted(sys.stderr, output):
         progress = ProgressLine(sys.stderr, [d.name for d in config.discoverers if d.enabled])
-    async with Agent(config) as agent:
-        if progress is not None:
-            agent.set_progress(progress)
+    agent = Agent(config)
+    if progress is not None:
+        agent.set_progress(progress)
+    try:
         # While the progress line is up, log records erase it first and redraw it after.
         stream = progress.log_stream if progress is not None else None
         configure_logging(config.logging.level, config.logging.format, agent.secrets(), stream=stream)
+        if not dry_run:
+            try:
+                agent.claim_state()
+            except StateLockedError as exc:
+                print(f"mlsvc-discover: {exc}", file=sys.stderr)
+                return EXIT_LOCKED
+            except StateError as exc:
+                print(f"mlsvc-discover: {exc}", file=sys.stderr)
+                return EXIT_PARTIAL
+        report = Report()
+        cycle = asyncio.create_task(agent.run_once(dry_run=dry_run, stop=stop, report=report))
+        stopping = asyncio.ensure_future(stop.wait())
+        forcing = asyncio.ensure_future(force.wait())
         try:
-            report = await agent.run_once(dry_run=dry_run)
+            await asyncio.wait({cycle, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                await asyncio.wait({cycle, forcing}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            if not cycle.done():
+                cycle.cancel()
+                await asyncio.wait({cycle}, timeout=2)
         finally:
-            if progress is not None:
-                progress.close()
-                configure_logging(config.logging.level, config.logging.format, agent.secrets())
+            stopping.cancel()
+            forcing.cancel()
+        if cycle.done() and not cycle.cancelled():
+            report = cycle.result()
+        else:
+            report.interrupted = True
+            planned = {c.name for c in (*report.plan.writes, *report.plan.delete)} if report.plan else set()
+            report.not_applied = sorted(planned - set(report.applied))
+    finally:
+        if progress is not None:
+            progress.close()
+            configure_logging(config.logging.level, config.logging.format, agent.secrets())
+        await agent.aclose()
+        for sig in handled:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
     text = report.to_json() if output == "json" else report.render_text()
     print(redact(text, agent.secrets()))
+    if received:
+        print(f"mlsvc-discover: stopped by {received[0].name}", file=sys.stderr)
+        return 128 + received[0]
     return report.exit_code
 
 
@@ -111,15 +182,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format, config_secrets(config))
     if args.command == "validate-config":
         return _validate_config(config, args.output)
+    before = set(threading.enumerate())
     if args.once or args.dry_run:
         try:
-            return asyncio.run(_once(config, dry_run=args.dry_run, output=args.output))
+            code = run(_once(config, dry_run=args.dry_run, output=args.output))
         except KeyboardInterrupt:
             print("mlsvc-discover: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-    from mlsvc_discover.daemon import run_forever
+            code = EXIT_INTERRUPTED
+    else:
+        from mlsvc_discover.daemon import run_forever
 
-    return run_forever(config)
+        code = run_forever(config, config_path=args.config)
+    # A call abandoned at the cycle deadline may still block a worker thread; it must not hold the exit.
+    exit_leaving_stuck_threads(code, before)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,7 +109,9 @@ class ScheduleConfig(StrictModel):
     cron: str | None = Field(default=None, description="Crontab expression (5 fields), instead of interval.")
     jitter: Duration = Field(default=0.0, ge=0, description="Random delay up to this long added to each run.")
     grace_period: Duration = Field(
-        default=30.0, ge=0, description="On SIGTERM/SIGINT, how long a cycle in flight may take to finish."
+        default=30.0,
+        ge=0,
+        description="On SIGTERM/SIGINT (--once too), how long a cycle in flight may take to finish.",
     )
 
     @field_validator("cron")
@@ -151,6 +153,11 @@ class ServerConfig(StrictModel):
             "Serve /status (HTML) and /status.json: the last cycle's scopes, findings, plan and failures. "
             "Secrets are redacted, but URIs, account ids and service names are shown to whoever reaches the port."
         ),
+    )
+    liveness_margin: Duration = Field(
+        default=60.0,
+        ge=0,
+        description="/healthz fails once a cycle has run this long past `cycle_timeout` (the agent is wedged).",
     )
 
     @field_validator("address")
@@ -204,6 +211,15 @@ class AgentConfig(StrictModel):
     stale_after: int = Field(default=3, ge=1, description="Consecutive misses before a service is deleted (sync).")
     max_delete_fraction: float = Field(
         default=0.2, ge=0, le=1, description="A cycle deleting more than this share of owned services deletes nothing."
+    )
+    cycle_timeout: Duration = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Deadline of one cycle, --once included. Discoverers get the first 3/4 of it (one still running "
+            "then is a failed scope); reading and writing OpenMetadata get what is left (writes not confirmed "
+            "by then are reported not applied)."
+        ),
     )
     openmetadata: OpenMetadataConfig = Field(default_factory=OpenMetadataConfig, description="OpenMetadata.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Long-running schedule.")
@@ -360,14 +376,116 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raise ConfigError(f"no config file: pass --config PATH or set {CONFIG_ENV}", key="--config")
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {p}: {exc.strerror or exc}", key="--config") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{p} is larger than {MAX_CONFIG_BYTES} bytes; a config this big is a mistake (move long URI "
+            "lists into a uris_file)",
+            key="--config",
+        )
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{p} is not valid YAML{where}: {problem}", key="<root>") from exc
-    return parse_config(raw, env)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text: {exc.reason} at byte {exc.start}", key="--config") from exc
+    return parse_config(parse_yaml(text, str(p)), env)
+
+
+# --- bounded YAML ----------------------------------------------------------------------------
+
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_YAML_NODES = 250_000
+MAX_YAML_DEPTH = 64
+
+
+def parse_yaml(text: str, name: str = "the config") -> Any:
+    """``yaml.safe_load`` that refuses alias bombs, recursive aliases and absurd nesting.
+
+    An alias is a reference, so ``safe_load`` itself stays small, but everything that walks the
+    result afterwards (``${VAR}`` expansion, validation) sees each alias expanded: ten levels of
+    ten aliases are 10**10 values. The composed node graph is therefore measured *as expanded*
+    before anything is constructed, in time linear in the document.
+    """
+    loader = _BoundedLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ConfigError(f"{name} is not valid YAML{where}: {problem}", key="<root>") from exc
+        except RecursionError:
+            raise ConfigError(
+                f"{name} is nested too deeply to read; flatten it (at most {MAX_YAML_DEPTH} levels)", key="<root>"
+            ) from None
+        if node is None:
+            return None
+        _check_expanded_size(node, name)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses deep nesting while scanning.
+
+    PyYAML's scanner does work per open level for each token, so a file of a million ``[`` would
+    take hours before the composer's recursion limit is ever reached.
+    """
+
+    def _too_deep(self) -> yaml.YAMLError:
+        return yaml.scanner.ScannerError(
+            None, None, f"nested more than {MAX_YAML_DEPTH} levels deep; flatten it", self.get_mark()
+        )
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise self._too_deep()
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) >= MAX_YAML_DEPTH:
+            raise self._too_deep()
+        return bool(super().add_indent(column))
+
+
+def _check_expanded_size(root: yaml.Node, name: str) -> None:
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        mark = node.start_mark
+        if key in open_nodes:
+            raise ConfigError(
+                f"{name} has a recursive alias (a value that contains itself, line {mark.line + 1}); "
+                "YAML anchors must not refer to themselves",
+                key="<root>",
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(
+                f"{name} is nested more than {MAX_YAML_DEPTH} levels deep (line {mark.line + 1}); flatten it",
+                key="<root>",
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        open_nodes.discard(key)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{name}: has more than {MAX_YAML_NODES} values once YAML aliases are expanded (an alias bomb?); "
+                "write the values out or use fewer nested aliases",
+                key="<root>",
+            )
+        sizes[key] = total
+        return total
+
+    size(root, 0)

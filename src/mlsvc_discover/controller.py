@@ -6,23 +6,27 @@ Soft errors (a discoverer, a URI, an account, OpenMetadata being down for a cycl
 recorded in the report and the caller carries on; only a bad config is hard (it never gets
 this far). Bookkeeping for safe deletes (consecutive misses, the scope of each owned
 service) lives in memory and, when ``state.path`` is set, in a JSON file, written only after a
-cycle that really ran (never by a dry run).
+cycle that really ran (never by a dry run); see :mod:`mlsvc_discover.state`.
+
+Every cycle has a deadline (``cycle_timeout``): discoverers get the first
+:data:`DISCOVERY_SHARE` of it, each on its own (one still running then is a failed scope, so
+nothing it owns is deleted); reading and writing OpenMetadata get what is left. Work cut off by
+the deadline is cancelled, not waited for, so a call blocked in a worker thread cannot hold the
+cycle: the thread is abandoned (see :func:`mlsvc_discover.cli.main` for how it cannot hold the
+process either).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError
+from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError, StateError
 from mlsvc_discover._logging import redact
 from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import map_findings, owner_tag_fqn
@@ -40,10 +44,16 @@ from mlsvc_discover.sources.base import (
     ScopeOutcome,
 )
 from mlsvc_discover.sources.registry import build
+from mlsvc_discover.state import DeleteState, StateFile
 
-__all__ = ["Agent", "config_secrets", "describe"]
+__all__ = ["DISCOVERY_SHARE", "Agent", "config_secrets", "describe"]
 
 log = logging.getLogger(__name__)
+
+DISCOVERY_SHARE = 0.75
+"""Share of ``cycle_timeout`` the discoverers may use; the rest is kept for OpenMetadata."""
+# Closing is cleanup: a discoverer whose threads are stuck must not hold the caller.
+_CLOSE_TIMEOUT = 2.0
 
 
 class Agent:
@@ -58,6 +68,7 @@ class Agent:
         self.misses: dict[str, int] = {}
         self.scopes: dict[str, Scope] = {}
         self._progress: ProgressCallback | None = None
+        self._state = StateFile(config.state.path) if config.state.path is not None else None
         self._load_state()
 
     def set_progress(self, callback: ProgressCallback | None) -> None:
@@ -81,14 +92,20 @@ class Agent:
         await self.aclose()
 
     async def aclose(self) -> None:
-        for d in self._discoverers:
+        async def close(d: Discoverer[DiscovererConfig]) -> None:
             try:
-                await d.aclose()
+                await asyncio.wait_for(d.aclose(), _CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("discoverer %s did not close within %gs; leaving it behind", d.name, _CLOSE_TIMEOUT)
             except Exception:  # closing must never mask the cycle's own outcome
                 log.debug("closing discoverer %s failed", d.name, exc_info=True)
+
+        await asyncio.gather(*(close(d) for d in self._discoverers))
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._state is not None:
+            self._state.unlock()
 
     def secrets(self) -> list[str]:
         """Every secret value the agent knows, for log and output redaction."""
@@ -103,39 +120,56 @@ class Agent:
     # --- state ---------------------------------------------------------------------------
 
     def _load_state(self) -> None:
-        path = self.config.state.path
-        if path is None or not path.exists():
-            return
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("owner") != self.owner_tag:
-                log.warning("state file %s belongs to %s, not %s; ignoring it", path, data.get("owner"), self.owner_tag)
-                return
-            self.misses = {str(k): int(v) for k, v in data.get("misses", {}).items()}
-            self.scopes = {str(k): tuple(str(p) for p in v) for k, v in data.get("scopes", {}).items()}
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            # A broken state file only costs delete progress: misses start again from zero.
-            log.warning("cannot read state file %s (%s); starting with no miss counts", path, exc)
+        if self._state is not None:
+            loaded = self._state.load(self.owner_tag)
+            self.misses, self.scopes = loaded.misses, loaded.scopes
 
-    def _save_state(self) -> None:
-        path: Path | None = self.config.state.path
-        if path is None:
+    def claim_state(self) -> None:
+        """Lock the state file and, under ``sync``, check that it can be written.
+
+        Raises StateLockedError when another agent holds it, StateError when it cannot be
+        written. Called before anything is contacted (``--once``, the long-running agent);
+        cycles call it too, so that a library user gets the same protection.
+        """
+        if self._state is None or self._state.locked:
             return
-        data = {"owner": self.owner_tag, "misses": self.misses, "scopes": {k: list(v) for k, v in self.scopes.items()}}
-        tmp = path.with_name(path.name + ".tmp")
+        self._state.lock()
+        if self.config.policy == "sync":
+            try:
+                self._state.probe()
+            except StateError:
+                self._state.unlock()
+                raise
+
+    def _save_state(self, report: Report) -> None:
+        if self._state is None:
+            return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("cannot write state file %s: %s", path, exc)
+            self._state.save(self.owner_tag, DeleteState(self.misses, self.scopes))
+        except StateError as exc:
+            if self.config.policy != "sync":
+                log.warning("%s", exc)  # only sync needs the counts
+                return
+            # Without the counts, sync would silently never delete: the run must say so.
+            log.error("%s", exc)
+            report.failures.append(Failure("state", str(self._state.path), str(exc), "agent", "state_unwritable"))
 
     # --- the cycle -----------------------------------------------------------------------
 
-    async def _discover_one(self, d: Discoverer[DiscovererConfig]) -> tuple[DiscoveryResult, float]:
+    async def _discover_one(self, d: Discoverer[DiscovererConfig], until: float) -> tuple[DiscoveryResult, float]:
         started = time.monotonic()
         try:
-            result = await d.discover()
+            async with asyncio.timeout_at(_loop_time(until)):
+                result = await d.discover()
+        except TimeoutError:
+            limit = self.config.cycle_timeout * DISCOVERY_SHARE
+            reason = f"did not finish within {limit:g}s, its share of the cycle deadline (cycle_timeout)"
+            log.warning("discoverer %s failed: %s", d.name, reason)
+            result = DiscoveryResult(
+                source=d.name,
+                scopes=[ScopeOutcome(d.root_scope, False, reason)],
+                failures=[ItemFailure(d.name, d.name, reason, kind="deadline")],
+            )
         except Exception as exc:  # a broken discoverer must never stop the others
             reason = f"discoverer crashed: {type(exc).__name__}: {exc}"
             log.warning("discoverer %s failed: %s", d.name, reason)
@@ -151,8 +185,11 @@ class Agent:
                 log.debug("progress callback failed", exc_info=True)
         return result, time.monotonic() - started
 
-    async def discover(self) -> list[tuple[DiscoveryResult, float]]:
-        return list(await asyncio.gather(*(self._discover_one(d) for d in self._discoverers)))
+    async def discover(self, until: float | None = None) -> list[tuple[DiscoveryResult, float]]:
+        """Run every discoverer at once; ``until`` (monotonic) is the deadline of each."""
+        if until is None:
+            until = time.monotonic() + self.config.cycle_timeout * DISCOVERY_SHARE
+        return list(await asyncio.gather(*(self._discover_one(d, until) for d in self._discoverers)))
 
     async def run_once(
         self, *, dry_run: bool = False, stop: asyncio.Event | None = None, report: Report | None = None
@@ -166,14 +203,34 @@ class Agent:
         report.dry_run = dry_run
         report.started_at = time.time()
         started = time.monotonic()
+        timeout = self.config.cycle_timeout
         try:
-            await self._cycle(report, dry_run=dry_run, stop=stop)
+            if not dry_run:
+                self.claim_state()
+            async with asyncio.timeout_at(_loop_time(started + timeout)):
+                await self._cycle(report, dry_run=dry_run, stop=stop, started=started)
+        except StateError as exc:
+            report.fatal = str(exc)
+            report.fatal_kind = "state"
+            log.error("%s", report.fatal)
+        except TimeoutError:
+            stage = "writing to" if report.plan is not None else "reading"
+            report.fatal = (
+                f"the cycle hit its deadline (cycle_timeout {timeout:g}s) while {stage} OpenMetadata; "
+                "writes not confirmed by then are not applied"
+            )
+            report.fatal_kind = "cycle_deadline"
+            if report.plan is not None:
+                wanted = {c.name for c in (*report.plan.writes, *report.plan.delete)}
+                report.not_applied = sorted(wanted - set(report.applied))
+                report.interrupted = bool(report.not_applied)  # so the report lists them
+            log.error("%s", report.fatal)
         finally:
             report.duration = time.monotonic() - started
         return report
 
-    async def _cycle(self, report: Report, *, dry_run: bool, stop: asyncio.Event | None) -> None:
-        results = await self.discover()
+    async def _cycle(self, report: Report, *, dry_run: bool, stop: asyncio.Event | None, started: float) -> None:
+        results = await self.discover(until=started + self.config.cycle_timeout * DISCOVERY_SHARE)
         outcomes: dict[Scope, bool] = {}
         findings = []
         for result, took in results:
@@ -250,7 +307,7 @@ class Agent:
         await self._apply(client, plan, report, stop)
         self.misses = dict(plan.misses)
         self.scopes = dict(plan.scopes)
-        self._save_state()
+        self._save_state(report)
 
     async def _apply(self, client: OpenMetadataClient, plan: Plan, report: Report, stop: asyncio.Event | None) -> None:
         def stopped() -> bool:
@@ -309,6 +366,12 @@ class Agent:
             else:
                 report.outcomes["failed"] += 1
                 report.failures.append(Failure("write", r.name, r.message, sources.get(r.name), kind=_kind(r)))
+
+
+def _loop_time(monotonic: float) -> float:
+    """A ``time.monotonic()`` instant on the running loop's clock (they may differ)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic - time.monotonic())
 
 
 def _expected(change: Change) -> Outcome:

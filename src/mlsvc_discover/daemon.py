@@ -13,7 +13,16 @@ Guarantees, each tested:
   the controller checks between writes), gets ``schedule.grace_period`` to get there, and the
   services it did and did not apply are logged; the exit code is 0 either way, because
   stopping on request is not a failure and the next run reconciles whatever was left. A
-  second signal cuts the grace period short.
+  second signal cuts the grace period short, and the process is gone
+  ``grace_period + HARD_EXIT_MARGIN`` seconds after the first signal whatever any remote does;
+- SIGHUP re-reads the config file (the Prometheus convention): a valid one replaces the running
+  config before the next cycle, an invalid one is logged with its reason and the running
+  config stays; the process never stops for it;
+- every cycle ends at ``cycle_timeout`` (the controller enforces it); ``/healthz`` fails when
+  one is still in flight ``server.liveness_margin`` later, so an orchestrator restarts a
+  wedged agent;
+- the state file is locked for the life of the process: a second agent on the same
+  ``state.path`` exits 3 at start.
 """
 
 from __future__ import annotations
@@ -32,13 +41,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from mlsvc_discover._errors import ConfigError
+from mlsvc_discover._errors import ConfigError, StateError, StateLockedError
 from mlsvc_discover._logging import add_secrets, configure_logging, redact
-from mlsvc_discover.config import AgentConfig, ScheduleConfig
+from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, run
+from mlsvc_discover.config import AgentConfig, ScheduleConfig, load_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import Metrics, succeeded
 from mlsvc_discover.report import Report
-from mlsvc_discover.server import HealthServer, Readiness
+from mlsvc_discover.server import HealthServer, Liveness, Readiness
 from mlsvc_discover.status import StatusBoard
 
 __all__ = [
@@ -58,6 +68,7 @@ DEFAULT_INTERVAL = 15 * 60.0
 EXIT_OK = 0
 EXIT_CANNOT_SERVE = 1
 EXIT_CONFIG = 2  # as the CLI's: a bad config, nothing contacted
+EXIT_LOCKED = 3  # as the CLI's: another agent holds the state file
 _CRON_SAMPLES = 8
 
 OnCycle = Callable[[Report], Awaitable[None] | None]
@@ -185,12 +196,18 @@ class Daemon:
         self.metrics = Metrics(self.registry)
         self.trigger, self.interval = build_trigger(config.schedule)
         self.metrics.interval.set(self.interval)
+        self.metrics.cycle_timeout.set(config.cycle_timeout)
         self.readiness = Readiness(self.interval, config.server.ready_intervals, jitter=config.schedule.jitter)
+        self.liveness = Liveness(config.cycle_timeout + config.server.liveness_margin)
+        self.metrics.watch_in_flight(self.liveness.in_flight, self.liveness.oldest_age)
+        self._pending: AgentConfig | None = None
+        self._scheduler: Any = None
         self.server: HealthServer | None = None
         self.port: int | None = None
         self.status: StatusBoard | None = (
             StatusBoard(
-                self.agent.secrets,
+                # Through self.agent at call time: a SIGHUP reload replaces the agent and its secrets.
+                lambda: self.agent.secrets(),  # noqa: PLW0108
                 owner_id=config.owner_id,
                 policy=config.policy,
                 stale_after=config.stale_after,
@@ -216,8 +233,20 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         self._stop = stop
+        try:
+            self.agent.claim_state()
+        except StateError as exc:
+            log.error("%s", exc)
+            await self.agent.aclose()
+            return EXIT_LOCKED if isinstance(exc, StateLockedError) else EXIT_CANNOT_SERVE
         if self.config.server.enabled:
-            self.server = HealthServer(self.config.server.address, self.readiness, self.registry, status=self.status)
+            self.server = HealthServer(
+                self.config.server.address,
+                self.readiness,
+                self.registry,
+                status=self.status,
+                liveness=self.liveness,
+            )
             try:
                 self.port = self.server.start()
             except OSError as exc:
@@ -230,7 +259,7 @@ class Daemon:
                 await self.agent.aclose()
                 return EXIT_CANNOT_SERVE
 
-        scheduler = AsyncIOScheduler()
+        self._scheduler = scheduler = AsyncIOScheduler()
         scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
         scheduler.add_job(
             self._job,
@@ -294,7 +323,7 @@ class Daemon:
             )
             return
         task.cancel()
-        await asyncio.wait({task}, timeout=5)
+        await asyncio.wait({task}, timeout=2)
         why = "a second signal" if self._force.is_set() else f"the grace period of {grace:g}s ran out"
         done = sorted(self._current.applied) if self._current is not None else []
         log.warning(
@@ -320,6 +349,39 @@ class Daemon:
             running,
         )
 
+    def reload(self, config: AgentConfig) -> None:
+        """Use ``config`` from the next cycle on (SIGHUP); the cycle in flight keeps the old one."""
+        self._pending = config
+
+    async def _swap_config(self) -> None:
+        new, self._pending = self._pending, None
+        if new is None:
+            return
+        old = self.config
+        await self.agent.aclose()
+        try:
+            trigger, interval = build_trigger(new.schedule)
+            agent = Agent(new)
+            agent.claim_state()
+        except (ConfigError, StateError) as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+            self.agent = Agent(old)
+            self.agent.claim_state()
+            return
+        self.config, self.agent = new, agent
+        if new.schedule != old.schedule and self._scheduler is not None:
+            self.trigger, self.interval = trigger, interval
+            self.readiness.interval, self.readiness.jitter = interval, new.schedule.jitter
+            self._scheduler.reschedule_job("cycle", trigger=trigger)
+        self.readiness.ready_intervals = new.server.ready_intervals
+        self.liveness.limit = new.cycle_timeout + new.server.liveness_margin
+        self.metrics.interval.set(self.interval)
+        self.metrics.cycle_timeout.set(new.cycle_timeout)
+        configure_logging(new.logging.level, new.logging.format, agent.secrets())
+        if new.server.address != old.server.address or new.server.enabled != old.server.enabled:
+            log.warning("server.address and server.enabled changes take effect only after a restart")
+        log.info("config reloaded: the new config runs from this cycle on")
+
     async def _job(self) -> None:
         if self._stop.is_set():
             return
@@ -327,6 +389,8 @@ class Daemon:
             # APScheduler's max_instances=1 normally catches this first; kept as a second lock.
             self._skip()
             return
+        if self._pending is not None:
+            await self._swap_config()
         self._inflight_since = time.monotonic()
         task = asyncio.create_task(self._cycle(), name="mlsvc-discover-cycle")
         self._inflight = task
@@ -348,9 +412,9 @@ class Daemon:
         crashed = False
         # Created here so that a cancelled cycle still tells what it had applied.
         self._current = report = Report()
-        self.metrics.cycle_started()
         if self.status is not None:
             self.status.cycle_started()
+        alive = self.liveness.begin()
         try:
             report = await self.agent.run_once(stop=self._stop, report=report)
         except asyncio.CancelledError:
@@ -362,6 +426,8 @@ class Daemon:
                 started_at=time.time(), fatal=self._redact(f"the cycle crashed: {type(exc).__name__}: {exc}")
             )
             report.duration = time.monotonic() - started
+        finally:
+            self.liveness.end(alive)
         # Discoverers learn secrets as they run (assumed-role keys, passwords in a uris_file).
         add_secrets(self.agent.secrets())
         self.metrics.observe(report, crashed=crashed)
@@ -408,7 +474,7 @@ async def serve(config: AgentConfig, *, stop: asyncio.Event, on_cycle: OnCycle |
     return await Daemon(config, on_cycle=on_cycle).run(stop)
 
 
-async def _main(config: AgentConfig) -> int:
+async def _main(config: AgentConfig, config_path: str | None = None) -> int:
     try:
         daemon = Daemon(config)
     except ConfigError as exc:
@@ -427,10 +493,23 @@ async def _main(config: AgentConfig) -> int:
             return
         log.info("received %s: stopping", sig.name)
         stop.set()
+        grace = daemon.config.schedule.grace_period
+        arm_watchdog(grace + HARD_EXIT_MARGIN, EXIT_OK, f"stopping on {sig.name}")
 
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
+    def on_hangup() -> None:
+        # Read here, not later: the operator wants to know now whether the new file is valid.
+        try:
+            new = load_config(config_path)
+        except ConfigError as exc:
+            log.error("received SIGHUP: config is invalid, keeping the running one: %s", exc)
+            return
+        log.info("received SIGHUP: config is valid; it replaces the running one before the next cycle")
+        daemon.reload(new)
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for sig in signals[:2]:
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         return await daemon.run(stop)
     finally:
@@ -439,6 +518,9 @@ async def _main(config: AgentConfig) -> int:
                 loop.remove_signal_handler(sig)
 
 
-def run_forever(config: AgentConfig) -> int:
-    """``mlsvc-discover discover`` without ``--once``: run until SIGTERM/SIGINT; the exit code."""
-    return asyncio.run(_main(config))
+def run_forever(config: AgentConfig, *, config_path: str | None = None) -> int:
+    """``mlsvc-discover discover`` without ``--once``: run until SIGTERM/SIGINT; the exit code.
+
+    ``config_path`` is re-read on SIGHUP (``None``: ``$MLSVC_DISCOVER_CONFIG``).
+    """
+    return run(_main(config, config_path))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -140,17 +141,15 @@ class Metrics:
             "The (longest) time between two scheduled cycles; alerts count intervals with it.",
             registry=registry,
         )
-        # Named so that it can be reconciled with the cycle-in-flight metrics of the liveness work.
-        self.in_flight_started = Gauge(
-            "mlsvc_discover_cycle_in_flight_started_timestamp_seconds",
-            "Unix time at which the cycle now running started; 0 while no cycle runs.",
+        self.cycle_timeout = Gauge(
+            "mlsvc_discover_cycle_timeout_seconds",
+            "The configured cycle deadline (cycle_timeout); the stuck-cycle alert compares ages with it.",
             registry=registry,
         )
         # process_start_time_seconds: "no success since start" needs the start.
         ProcessCollector(registry=registry)
         self._plan_labels: set[tuple[str, str]] = set()
         self.conflicts.set(0)
-        self.in_flight_started.set(0)
         # Pre-create the fixed label values so dashboards and alerts see 0, not "no data".
         for result in RESULTS:
             self.cycles.labels(result=result)
@@ -161,9 +160,22 @@ class Metrics:
         self.last_success.set(0)
         self.consecutive_failures.set(0)
 
-    def cycle_started(self) -> None:
-        """Mark a cycle as running (for the stuck-cycle alert)."""
-        self.in_flight_started.set(time.time())
+    def watch_in_flight(self, in_flight: Callable[[], float], oldest_age: Callable[[], float]) -> None:
+        """Gauges of cycles in flight and the age of the oldest, read at scrape time.
+
+        At scrape time, so that a wedged event loop (which can no longer update anything)
+        still shows its cycle growing older.
+        """
+        Gauge(
+            "mlsvc_discover_cycles_in_flight",
+            "Cycles running now (0 or 1; more means cycles are stuck).",
+            registry=self.registry,
+        ).set_function(in_flight)
+        Gauge(
+            "mlsvc_discover_oldest_cycle_in_flight_age_seconds",
+            "How long the oldest cycle still running has run (0 when none is).",
+            registry=self.registry,
+        ).set_function(oldest_age)
 
     def skipped(self) -> None:
         """Count a scheduled cycle that did not run because one was still in flight."""
@@ -176,7 +188,6 @@ class Metrics:
         as an error of the agent itself (``discoverer="agent", kind="crash"``).
         """
         self.cycle_duration.observe(max(0.0, report.duration))
-        self.in_flight_started.set(0)
         self._observe_plan(report)
         ok = succeeded(report) and not crashed
         self.cycles.labels(result="success" if ok else "failure").inc()

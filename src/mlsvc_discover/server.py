@@ -12,6 +12,11 @@ the jitter. Otherwise 503 with a one-line reason. Before the first success it is
 agent has not yet shown that it can reach OpenMetadata. The reason says ``starting`` while
 the first cycle, and one interval after it, are still within reach (the start-up allowance:
 the first retry of a failed first cycle comes one interval later), and ``not ready`` after.
+
+Liveness, precisely: ``/healthz`` answers 200 unless a cycle has been in flight for longer
+than ``cycle_timeout`` plus ``server.liveness_margin``. A cycle ends itself at its deadline, so
+one still running after the margin means the agent is wedged (its event loop blocked); the
+answer is then 503 with a one-line reason, so that an orchestrator restarts it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 if TYPE_CHECKING:
     from mlsvc_discover.status import StatusBoard
 
-__all__ = ["HealthServer", "Readiness", "parse_address"]
+__all__ = ["HealthServer", "Liveness", "Readiness", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +111,47 @@ class Readiness:
             )
 
 
+class Liveness:
+    """Cycles in flight and how long the oldest has run; what ``/healthz`` answers. Thread-safe."""
+
+    def __init__(self, limit: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._inflight: dict[int, float] = {}
+        self._next = 0
+
+    def begin(self) -> int:
+        """Note a cycle starting; pass the token to :meth:`end`."""
+        with self._lock:
+            self._next += 1
+            self._inflight[self._next] = self._clock()
+            return self._next
+
+    def end(self, token: int) -> None:
+        with self._lock:
+            self._inflight.pop(token, None)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest cycle in flight has run; 0 when none is."""
+        with self._lock:
+            return self._clock() - min(self._inflight.values()) if self._inflight else 0.0
+
+    def check(self) -> tuple[bool, str]:
+        """``(alive, one-line reason)``."""
+        age = self.oldest_age()
+        if age > self.limit:
+            return False, (
+                f"wedged: a cycle has been running for {age:.0f}s, more than its deadline plus margin "
+                f"({self.limit:g}s); restart the agent"
+            )
+        return True, "ok"
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """``"0.0.0.0:8080"`` -> ``("0.0.0.0", 8080)``; ``"[::]:8080"`` -> ``("::", 8080)``."""
     host, _, port = address.rpartition(":")
@@ -123,10 +169,12 @@ class _Server(ThreadingHTTPServer):
         readiness: Readiness,
         registry: CollectorRegistry,
         status: StatusBoard | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.readiness = readiness
+        self.liveness = liveness
         self.registry = registry
         self.status = status
         super().__init__(address, _Handler)
@@ -151,7 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            self._answer(200, b"ok\n")
+            alive, reason = self.server.liveness.check() if self.server.liveness is not None else (True, "ok")
+            self._answer(200 if alive else 503, (reason + "\n").encode())
         elif path == "/readyz":
             ready, reason = self.server.readiness.check()
             self._answer(200 if ready else 503, (reason + "\n").encode())
@@ -205,12 +254,18 @@ class HealthServer:
     """Serves the probes and metrics from a daemon thread until :meth:`close`."""
 
     def __init__(
-        self, address: str, readiness: Readiness, registry: CollectorRegistry, status: StatusBoard | None = None
+        self,
+        address: str,
+        readiness: Readiness,
+        registry: CollectorRegistry,
+        status: StatusBoard | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.address = address
         self.readiness = readiness
         self.registry = registry
         self.status = status
+        self.liveness = liveness
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -219,7 +274,7 @@ class HealthServer:
 
         Raises OSError when the address cannot be bound (in use, not permitted).
         """
-        self._server = _Server(parse_address(self.address), self.readiness, self.registry, self.status)
+        self._server = _Server(parse_address(self.address), self.readiness, self.registry, self.status, self.liveness)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="mlsvc-health", daemon=True
         )
