@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsvc_discover.pipelines import PipelinePlan
 from mlsvc_discover.plan import Plan
 
 __all__ = ["DiscovererStats", "Failure", "Report"]
@@ -21,7 +22,7 @@ __all__ = ["DiscovererStats", "Failure", "Report"]
 class Failure:
     """One thing that went wrong: the stage, which item, and why."""
 
-    stage: str  # discover | map | read | write | delete | restore
+    stage: str  # discover | map | read | write | delete | restore | pipeline
     item: str
     reason: str
     source: str | None = None
@@ -63,6 +64,10 @@ class Report:
     applied: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # Ingestion pipelines (None when no pipeline was planned): the plan and what was done
+    # (created, updated, deployed, triggered, deleted, unchanged, conflict, skipped, failed).
+    pipeline_plan: PipelinePlan | None = None
+    pipeline_outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +97,11 @@ class Report:
         }
         if self.plan is not None:
             out["plan"] = self.plan.to_dict()
+        if self.pipeline_plan is not None:
+            out["pipelines"] = {
+                "outcomes": dict(sorted((+self.pipeline_outcomes).items())),
+                "plan": self.pipeline_plan.to_dict(),
+            }
         if self.fatal:
             out["fatal"] = self.fatal
             out["fatal_kind"] = self.fatal_kind
@@ -130,6 +140,18 @@ class Report:
         if +self.outcomes:
             counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.outcomes).items()))
             lines.append(f"outcomes: {counts}")
+        if self.pipeline_plan is not None:
+            pp = self.pipeline_plan
+            lines.append(
+                f"pipelines: {len(pp.create)} create, {len(pp.update)} update, {len(pp.deploy)} deploy, "
+                f"{len(pp.delete)} delete, {len(pp.unchanged)} unchanged, {len(pp.conflicts)} conflict, "
+                f"{len(pp.skipped)} skipped"
+            )
+            for pc in (*pp.create, *pp.update, *pp.deploy, *pp.delete, *pp.conflicts, *pp.skipped):
+                lines.append(f"  {pc.action:<8} {pc.service}/{pc.pipeline}: {pc.reason}")
+            if +self.pipeline_outcomes:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.pipeline_outcomes).items()))
+                lines.append(f"pipeline outcomes: {counts}")
         if self.failures:
             lines.append("failures:")
             for f in self.failures:
