@@ -30,7 +30,9 @@ class _Strict(BaseModel):
 class ModelFilter(_Strict):
     """Which ML models the pipeline ingests (OpenMetadata's ``mlModelFilterPattern``)."""
 
-    includes: tuple[str, ...] = Field(default=(), description="Regexes; only models whose name matches one are ingested.")
+    includes: tuple[str, ...] = Field(
+        default=(), description="Regexes; only models whose name matches one are ingested."
+    )
     excludes: tuple[str, ...] = Field(default=(), description="Regexes; models whose name matches one are skipped.")
 
     @field_validator("includes", "excludes")

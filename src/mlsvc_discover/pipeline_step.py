@@ -169,14 +169,16 @@ class PipelineStep:
             raise _Stopped from exc
 
     async def _delete_one(self, change: PipelineChange, report: Report) -> None:
-        assert self._client is not None and change.pipeline_id is not None
+        assert self._client is not None
+        assert change.pipeline_id is not None
         client, pipeline_id = self._client, change.pipeline_id
         await self._call(report, change, lambda: client.delete(pipeline_id))
         report.pipeline_outcomes["deleted"] += 1
         log.info("deleted pipeline %s of %s: %s", change.pipeline, change.service, change.reason)
 
     async def _write_one(self, change: PipelineChange, report: Report) -> None:
-        assert self._client is not None and change.body is not None
+        assert self._client is not None
+        assert change.body is not None
         client = self._client
         service_id = change.service_id
         if service_id is None:

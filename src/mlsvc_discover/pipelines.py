@@ -139,10 +139,9 @@ def diff_fields(settings: ResolvedIngestion, cur: CurrentPipeline) -> list[str]:
     fields: list[str] = []
     cfg = cur.source_config
     mark = cfg.get("markDeletedMlModels")
-    if (
-        (mark if mark is not None else True) != settings.mark_deleted_models
-        or _pattern_key(cfg.get("mlModelFilterPattern")) != (settings.includes, settings.excludes)
-    ):
+    if (mark if mark is not None else True) != settings.mark_deleted_models or _pattern_key(
+        cfg.get("mlModelFilterPattern")
+    ) != (settings.includes, settings.excludes):
         fields.append("sourceConfig")
     if cur.schedule != settings.schedule:
         fields.append("schedule")
@@ -353,9 +352,7 @@ def compute_pipeline_plan(
             )
         elif not cur.deployed:
             deploy.append(
-                PipelineChange(
-                    svc, "deploy", "up to date but not deployed", name, want.source, want.service_id, cur.id
-                )
+                PipelineChange(svc, "deploy", "up to date but not deployed", name, want.source, want.service_id, cur.id)
             )
         else:
             unchanged.append(
