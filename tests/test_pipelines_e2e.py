@@ -6,6 +6,7 @@ schema and behaves as upstream's ``IngestionPipelineResource`` does (``tests/sup
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
+from mlsvc_discover.config import load_config
+from mlsvc_discover.controller import Agent
+from mlsvc_discover.report import Report
 from tests.support.om_pipelines import PIPELINES_PATH, pipeline_validator
 from tests.support.om_standin import SERVICES_PATH, OpenMetadataStandIn
 
@@ -313,3 +317,22 @@ def test_an_unreachable_pipeline_client_refuses_the_change_and_the_cycle_goes_on
     assert "Deployment failed. Changes not saved." in reasons["alpha"]
     assert "Failed to deploy pipeline" in reasons["gamma"]
     assert agent_pipelines(om_standin)["alpha"]["airflowConfig"]["scheduleInterval"] == "0 0 * * *"
+
+
+def test_a_stop_leaves_pipeline_changes_unsent_and_the_report_names_them(
+    tmp_path: Path, om_standin: OpenMetadataStandIn, om_token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, write(tmp_path, om_standin, om_token, names=["alpha"]))
+    path = write(tmp_path, om_standin, om_token, names=["alpha"], ingestion={"enabled": True, "schedule": "@hourly"})
+    om_standin.reset_log()
+
+    async def stopped_cycle() -> Report:
+        stop = asyncio.Event()
+        stop.set()
+        async with Agent(load_config(path)) as agent:
+            return await agent.run_once(stop=stop)
+
+    report = asyncio.run(stopped_cycle())
+    assert report.interrupted is True
+    assert report.not_applied == ["alpha (pipeline update)"]
+    assert om_standin.pipelines.writes() == []

@@ -58,6 +58,9 @@ class PipelineStep:
         self._client = PipelineClient(client, page_size=config.openmetadata.page_size) if client else None
         self._sem = asyncio.Semaphore(config.openmetadata.max_concurrency)
         self._refused = False
+        # Changes a stop left unsent; the service step rewrites report.not_applied, so they are
+        # added to it again after the service writes.
+        self._not_applied: list[str] = []
         self.plan_: PipelinePlan | None = None
 
     def wanted(
@@ -129,6 +132,7 @@ class PipelineStep:
         p = self.plan_
         await self._each((*p.create, *p.update), self._write_one, report, stop)
         await self._each(p.deploy, self._deploy_only, report, stop)
+        report.not_applied.extend(n for n in self._not_applied if n not in report.not_applied)
 
     async def _each(
         self,
@@ -140,7 +144,11 @@ class PipelineStep:
         async def guarded(change: PipelineChange) -> None:
             async with self._sem:
                 # Checked once a slot is held, so a stop or a refused token halts the queue.
-                if self._refused or (stop is not None and stop.is_set()):
+                if self._refused:
+                    return
+                if stop is not None and stop.is_set():
+                    self._not_applied.append(f"{change.service} (pipeline {change.action})")
+                    report.interrupted = True
                     return
                 try:
                     await action(change, report)
