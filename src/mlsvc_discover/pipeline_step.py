@@ -55,7 +55,9 @@ class PipelineStep:
         self.config = config
         self.name = pipeline_name(config.ownership_classification, config.owner_id)
         self.owner = f"{config.ownership_classification}.{config.owner_id}"
+        self._om = client
         self._client = PipelineClient(client, page_size=config.openmetadata.page_size) if client else None
+        self._service_ids: dict[str, str] = {}
         self._sem = asyncio.Semaphore(config.openmetadata.max_concurrency)
         self._refused = False
         # Changes a stop left unsent; the service step rewrites report.not_applied, so they are
@@ -130,6 +132,7 @@ class PipelineStep:
         if self.plan_ is None or self._client is None:
             return
         p = self.plan_
+        await self._learn_service_ids(p, report)
         await self._each((*p.create, *p.update), self._write_one, report, stop)
         await self._each(p.deploy, self._deploy_only, report, stop)
         report.not_applied.extend(n for n in self._not_applied if n not in report.not_applied)
@@ -184,11 +187,23 @@ class PipelineStep:
         report.pipeline_outcomes["deleted"] += 1
         log.info("deleted pipeline %s of %s: %s", change.pipeline, change.service, change.reason)
 
+    async def _learn_service_ids(self, plan: PipelinePlan, report: Report) -> None:
+        """Ids of the services created this cycle: one list instead of one GET per new service."""
+        missing = [c for c in plan.create if c.service_id is None]
+        if len(missing) < 2 or self._om is None:
+            return
+        try:
+            listed = await self._om.list_services(include="non-deleted")
+        except OpenMetadataError as exc:
+            log.info("cannot list services for their ids (%s); looking them up one by one", exc)
+            return
+        self._service_ids.update({str(e["name"]): str(e["id"]) for e in listed if "name" in e and "id" in e})
+
     async def _write_one(self, change: PipelineChange, report: Report) -> None:
         assert self._client is not None
         assert change.body is not None
         client = self._client
-        service_id = change.service_id
+        service_id = change.service_id or self._service_ids.get(change.service)
         if service_id is None:
             service_id = await self._call(report, change, lambda: client.service_id(change.service))
             if service_id is None:
