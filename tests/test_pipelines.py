@@ -229,3 +229,11 @@ def test_pipeline_outcomes_reach_their_own_metric() -> None:
     assert value("mlsvc_discover_pipeline_operations_total", {"outcome": "failed"}) == 1
     assert value("mlsvc_discover_pipeline_operations_total", {"outcome": "other"}) == 1
     assert value("mlsvc_discover_pipeline_operations_total", {"outcome": "deleted"}) == 0
+
+
+def test_current_pipeline_without_a_service_reference_takes_the_service_from_its_fqn() -> None:
+    base = {"id": "1", "name": NAME, "pipelineType": "metadata", "sourceConfig": {}, "airflowConfig": {}}
+    assert CurrentPipeline.from_entity({**base, "fullyQualifiedName": f'"svc.one".{NAME}'}).service == "svc.one"
+    assert CurrentPipeline.from_entity({**base, "fullyQualifiedName": f"plain.{NAME}"}).service == "plain"
+    other = {**base, "service": {"id": "s", "type": "databaseService", "name": "plain"}}
+    assert CurrentPipeline.from_entity(other).service == "", "another kind of service is never the agent's"

@@ -108,10 +108,15 @@ class CurrentPipeline:
         service = entity.get("service") or {}
         config = (entity.get("sourceConfig") or {}).get("config") or {}
         airflow = entity.get("airflowConfig") or {}
+        name = str(entity["name"])
+        if service.get("type") not in (None, SERVICE_ENTITY_TYPE):
+            service_name = ""  # another kind of service's pipeline: never one of the agent's
+        else:
+            service_name = str(service.get("name") or _service_from_fqn(entity.get("fullyQualifiedName"), name))
         return cls(
             id=str(entity["id"]),
-            name=str(entity["name"]),
-            service=str(service.get("name") or ""),
+            name=name,
+            service=service_name,
             service_id=str(service.get("id") or ""),
             pipeline_type=str(entity.get("pipelineType", "")),
             source_config=dict(config) if isinstance(config, Mapping) else {},
@@ -126,6 +131,15 @@ class CurrentPipeline:
         """Whether this is an ML model metadata pipeline (the only kind the agent ever makes)."""
         kind = self.source_config.get("type") or SOURCE_CONFIG_TYPE
         return self.pipeline_type == PIPELINE_TYPE and kind == SOURCE_CONFIG_TYPE
+
+
+def _service_from_fqn(fqn: Any, name: str) -> str:
+    """The service name in ``<service FQN>.<pipeline name>``, for an answer that left ``service`` out."""
+    suffix = "." + (f'"{name}"' if "." in name and '"' not in name else name)
+    if not isinstance(fqn, str) or not fqn.endswith(suffix):
+        return ""
+    service = fqn[: -len(suffix)]
+    return service[1:-1] if len(service) >= 2 and service[0] == service[-1] == '"' else service
 
 
 def _pattern_key(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
