@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -336,3 +337,34 @@ def test_a_stop_leaves_pipeline_changes_unsent_and_the_report_names_them(
     assert report.interrupted is True
     assert report.not_applied == ["alpha (pipeline update)"]
     assert om_standin.pipelines.writes() == []
+
+
+def test_the_bot_jwt_in_pipeline_answers_never_reaches_the_report_or_the_logs(
+    tmp_path: Path,
+    om_standin: OpenMetadataStandIn,
+    om_token: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    path = write(tmp_path, om_standin, om_token)
+    run(capsys, path)
+    om_standin.pipelines.deploy_error = "refused"
+    main(
+        [
+            "discover",
+            "--once",
+            "--config",
+            str(write(tmp_path, om_standin, om_token, ingestion={"enabled": True, "schedule": "@daily"})),
+            "--output",
+            "json",
+        ]
+    )
+    main(["discover", "--once", "--config", str(path), "--dry-run"])
+    out = capsys.readouterr()
+    answer = httpx.get(
+        f"{om_standin.base_url}/v1/services/ingestionPipelines", headers={"Authorization": f"Bearer {om_token}"}
+    )
+    assert om_standin.pipelines.bot_jwt in answer.text, "the answers the agent read did carry the JWT"
+    for text in (out.out, out.err, caplog.text):
+        assert om_standin.pipelines.bot_jwt not in text

@@ -25,9 +25,11 @@ is ``docs/openmetadata-contract.md`` (Ingestion pipelines), read from upstream's
 
 Every request body is validated against the 2.0.7 ``CreateIngestionPipelineRequest`` schema and
 every pipeline in a response against ``IngestionPipeline`` (copies in ``tests/support/schemas``).
-Options: ``client`` (``"airflow"``, ``"none"``: no pipeline service client, ``"unreachable"``)
-and ``deploy_error``. ``deploys``, ``redeploys`` and ``triggers`` count what reached the
-orchestrator; :meth:`seed` creates a pipeline as a person would.
+Each pipeline it answers with carries ``openMetadataServerConnection`` with the ingestion bot's
+JWT (``bot_jwt``), as upstream does. Options: ``client`` (``"airflow"``, ``"none"``: no pipeline
+service client, ``"unreachable"``) and ``deploy_error``. ``deploys``, ``redeploys`` and
+``triggers`` count what reached the orchestrator; :meth:`seed` creates a pipeline as a person
+would.
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ class PipelineRoutes:
         self.deploys: list[str] = []
         self.redeploys: list[str] = []
         self.triggers: list[str] = []
+        # Upstream answers every pipeline with the connection its workflow will use, the
+        # ingestion bot's JWT included (decryptOrNullify): a client must never show it.
+        self.bot_jwt = "standin-ingestion-bot-jwt-" + uuid.uuid4().hex
         self._store: dict[str, Entity] = {}  # FQN -> stored pipeline
         self._ids: dict[str, str] = {}
 
@@ -388,6 +393,10 @@ class PipelineRoutes:
             out.pop("owners", None)
         elif "owners" not in out:
             out["owners"] = []
+        out["openMetadataServerConnection"] = {
+            "hostPort": f"{self.standin.url if self.standin._server else 'http://127.0.0.1'}/api",
+            "securityConfig": {"jwtToken": self.bot_jwt},
+        }
         validator = pipeline_validator("IngestionPipeline")
         if self.standin.validate_responses and not validator.is_valid(out):
             first = best_match(validator.iter_errors(out))
