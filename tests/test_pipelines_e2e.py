@@ -368,3 +368,13 @@ def test_the_bot_jwt_in_pipeline_answers_never_reaches_the_report_or_the_logs(
     assert om_standin.pipelines.bot_jwt in answer.text, "the answers the agent read did carry the JWT"
     for text in (out.out, out.err, caplog.text):
         assert om_standin.pipelines.bot_jwt not in text
+
+
+def test_a_foreign_service_with_a_configured_name_gets_no_pipeline(
+    tmp_path: Path, om_standin: OpenMetadataStandIn, om_token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    om_standin.put_entity({"name": "alpha", "serviceType": "Sklearn", "connection": {"config": {"type": "Sklearn"}}})
+    report = run(capsys, write(tmp_path, om_standin, om_token))
+    assert report["outcomes"] == {"conflict": 1, "created": 2}
+    assert sorted(agent_pipelines(om_standin)) == ["beta.two", "gamma"]
+    assert om_standin.pipelines.of_service("alpha") == []
