@@ -20,7 +20,7 @@ from mlsvc_discover.config import load_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
 from tests.support.om_pipelines import PIPELINES_PATH, pipeline_validator
-from tests.support.om_standin import SERVICES_PATH, OpenMetadataStandIn
+from tests.support.om_standin import SERVICES_PATH, FaultRule, OpenMetadataStandIn
 
 PIPELINE = "mlsvc-discover-pipe-metadata"
 OWNED = ["alpha", "beta.two", "gamma"]
@@ -378,3 +378,25 @@ def test_a_foreign_service_with_a_configured_name_gets_no_pipeline(
     assert report["outcomes"] == {"conflict": 1, "created": 2}
     assert sorted(agent_pipelines(om_standin)) == ["beta.two", "gamma"]
     assert om_standin.pipelines.of_service("alpha") == []
+
+
+def test_a_403_on_pipelines_fails_each_pipeline_with_a_hint_and_a_401_stops_the_step_once(
+    tmp_path: Path, om_standin: OpenMetadataStandIn, om_token: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    denied = "Principal: CatalogPrincipal{name='ingestion-bot'} operations [Create] not allowed"
+    om_standin.inject(FaultRule(method="PUT", path=f"^{PIPELINES_PATH}$", status=403, message=denied))
+    path = write(tmp_path, om_standin, om_token)
+    report = run(capsys, path, code=1)
+    assert report["outcomes"] == {"created": 3}
+    assert {(f["stage"], f["kind"]) for f in report["failures"]} == {("pipeline", "http_403")}
+    assert all(f["reason"].endswith("Deploy and Trigger on ingestion pipelines") for f in report["failures"])
+    assert all("ML model services" not in f["reason"] for f in report["failures"])
+    om_standin.clear_faults()
+    om_standin.inject(FaultRule(method="PUT", path=f"^{PIPELINES_PATH}$", status=401))
+    om_standin.reset_log()
+    report = run(capsys, path, code=1)
+    [failure] = report["failures"]
+    assert "pipeline step stopped" in failure["reason"]
+    # Writes already in flight finish; nothing is sent after the refusal (no deploy, no trigger).
+    assert om_standin.count("POST", f"^{PIPELINES_PATH}/") == 0
+    assert "fatal" not in report

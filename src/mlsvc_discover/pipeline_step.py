@@ -173,7 +173,9 @@ class PipelineStep:
             return await make()
         except OpenMetadataAuthError as exc:
             if exc.status == 403:
-                raise OpenMetadataError(f"{exc}{_FORBIDDEN_HINT}", status=403) from exc
+                # The client's own hint is about services; this one names the pipeline operations.
+                message = str(exc).split("; give the bot permission")[0]
+                raise OpenMetadataError(f"{message}{_FORBIDDEN_HINT}", status=403) from exc
             if not self._refused:
                 self._refused = True
                 self._fail(report, change, f"OpenMetadata refused the token ({exc}); pipeline step stopped", "auth")
