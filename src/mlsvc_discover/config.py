@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from mlsvc_discover._errors import ConfigError
+from mlsvc_discover.ingestion import IngestionSettings
 from mlsvc_discover.sources.base import DiscovererConfig, StrictModel
 
 __all__ = [
@@ -226,6 +227,13 @@ class AgentConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="Health and metrics endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     state: StateConfig = Field(default_factory=StateConfig, description="Deletion bookkeeping.")
+    ingestion: IngestionSettings = Field(
+        default_factory=IngestionSettings,
+        description=(
+            "Metadata ingestion pipelines of owned services (opt-in): defaults for every discoverer; "
+            "`defaults.ingestion` of a discoverer and `metadata.ingestion` of an item override them key by key."
+        ),
+    )
     discoverers: tuple[SerializeAsAny[DiscovererConfig], ...] = Field(
         default=(), description="Discoverer instances; each has a `type` and a unique `name`."
     )

@@ -30,6 +30,7 @@ from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError, Sta
 from mlsvc_discover._logging import redact
 from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import map_findings, owner_tag_fqn
+from mlsvc_discover.pipeline_step import PipelineStep
 from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
 from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
 from mlsvc_discover.report import DiscovererStats, Failure, FindingRecord, Report, ScopeRecord
@@ -301,10 +302,17 @@ class Agent:
             log.warning("conflict: %s", c.reason)
         report.outcomes["skipped"] += len(plan.skipped)
         report.outcomes["unchanged"] += len(plan.unchanged)
+        # Ingestion pipelines (pipeline_step.py): planned here, deleted before the services
+        # (a service with a pipeline cannot be deleted), written after them (new services' ids).
+        pipelines = PipelineStep(self.config, client)
+        await pipelines.plan(report, findings=findings, desired=mapped.desired, plan=plan, current=current)
         if dry_run:
             return
         assert client is not None  # a missing host returned above unless dry_run
+        await pipelines.delete(report, stop)
         await self._apply(client, plan, report, stop)
+        if report.fatal is None:
+            await pipelines.write(report, stop)
         self.misses = dict(plan.misses)
         self.scopes = dict(plan.scopes)
         self._save_state(report)

@@ -19,10 +19,29 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from mlsvc_discover.report import Report
 
-__all__ = ["DELETION_REASONS", "RESULTS", "WRITE_OUTCOMES", "Metrics", "fatal_kind", "succeeded"]
+__all__ = [
+    "DELETION_REASONS",
+    "PIPELINE_OUTCOMES",
+    "RESULTS",
+    "WRITE_OUTCOMES",
+    "Metrics",
+    "fatal_kind",
+    "succeeded",
+]
 
 WRITE_OUTCOMES: Final = ("created", "updated", "unchanged", "restored", "deleted", "failed", "conflict", "skipped")
 RESULTS: Final = ("success", "failure")
+PIPELINE_OUTCOMES: Final = (
+    "created",
+    "updated",
+    "deployed",
+    "triggered",
+    "deleted",
+    "unchanged",
+    "conflict",
+    "skipped",
+    "failed",
+)
 DELETION_REASONS: Final = ("stale", "blocked_max_fraction")
 
 # Cycles range from well under a second (a few static services) to many minutes (hundreds of
@@ -150,6 +169,13 @@ class Metrics:
         ProcessCollector(registry=registry)
         self._plan_labels: set[tuple[str, str]] = set()
         self.conflicts.set(0)
+        self.pipelines = Counter(
+            "mlsvc_discover_pipeline_operations_total",
+            "Ingestion pipeline outcomes (created, updated, deployed, triggered, deleted, unchanged, conflict, "
+            "skipped, failed).",
+            ["outcome"],
+            registry=registry,
+        )
         # Pre-create the fixed label values so dashboards and alerts see 0, not "no data".
         for result in RESULTS:
             self.cycles.labels(result=result)
@@ -157,6 +183,8 @@ class Metrics:
             self.writes.labels(outcome=outcome)
         for reason in DELETION_REASONS:
             self.deletions.labels(reason=reason)
+        for outcome in PIPELINE_OUTCOMES:
+            self.pipelines.labels(outcome=outcome)
         self.last_success.set(0)
         self.consecutive_failures.set(0)
 
@@ -204,6 +232,10 @@ class Metrics:
             if count > 0:
                 label = outcome if outcome in WRITE_OUTCOMES else "other"
                 self.writes.labels(outcome=label).inc(count)
+
+        for outcome, count in report.pipeline_outcomes.items():
+            if count > 0:
+                self.pipelines.labels(outcome=outcome if outcome in PIPELINE_OUTCOMES else "other").inc(count)
 
         for failure in report.failures:
             self.errors.labels(discoverer=_name_label(failure.source), kind=_kind_label(failure.kind)).inc()

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsvc_discover.pipelines import PipelinePlan
 from mlsvc_discover.plan import Plan
 from mlsvc_discover.sources.base import Scope
 
@@ -22,7 +23,7 @@ __all__ = ["DiscovererStats", "Failure", "FindingRecord", "Report", "ScopeRecord
 class Failure:
     """One thing that went wrong: the stage, which item, and why."""
 
-    stage: str  # discover | map | read | write | delete | restore
+    stage: str  # discover | map | read | write | delete | restore | pipeline
     item: str
     reason: str
     source: str | None = None
@@ -91,6 +92,10 @@ class Report:
     # For the status page (not in to_dict: the CLI's report stays as it was).
     scopes: list[ScopeRecord] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
+    # Ingestion pipelines (None when no pipeline was planned): the plan and what was done
+    # (created, updated, deployed, triggered, deleted, unchanged, conflict, skipped, failed).
+    pipeline_plan: PipelinePlan | None = None
+    pipeline_outcomes: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +125,11 @@ class Report:
         }
         if self.plan is not None:
             out["plan"] = self.plan.to_dict()
+        if self.pipeline_plan is not None:
+            out["pipelines"] = {
+                "outcomes": dict(sorted((+self.pipeline_outcomes).items())),
+                "plan": self.pipeline_plan.to_dict(),
+            }
         if self.fatal:
             out["fatal"] = self.fatal
             out["fatal_kind"] = self.fatal_kind
@@ -158,6 +168,18 @@ class Report:
         if +self.outcomes:
             counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.outcomes).items()))
             lines.append(f"outcomes: {counts}")
+        if self.pipeline_plan is not None:
+            pp = self.pipeline_plan
+            lines.append(
+                f"pipelines: {len(pp.create)} create, {len(pp.update)} update, {len(pp.deploy)} deploy, "
+                f"{len(pp.delete)} delete, {len(pp.unchanged)} unchanged, {len(pp.conflicts)} conflict, "
+                f"{len(pp.skipped)} skipped"
+            )
+            for pc in (*pp.create, *pp.update, *pp.deploy, *pp.delete, *pp.conflicts, *pp.skipped):
+                lines.append(f"  {pc.action:<8} {pc.service}/{pc.pipeline}: {pc.reason}")
+            if +self.pipeline_outcomes:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.pipeline_outcomes).items()))
+                lines.append(f"pipeline outcomes: {counts}")
         if self.failures:
             lines.append("failures:")
             for f in self.failures:

@@ -99,6 +99,7 @@ SCHEMA_DIR = REPO_ROOT.parent / "shared" / "openmetadata" / "schemas"
 API_PREFIX = "/api"
 SERVICES_PATH = "/api/v1/services/mlmodelServices"
 VERSION_PATH = "/api/v1/system/version"
+PIPELINES_PATH = "/api/v1/services/ingestionPipelines"  # routes in om_pipelines.py
 SECRET_MASK = "*********"
 NAME_PATTERN_MESSAGE = '[name must match "^((?!::).)*$"]'
 INVALID_FORMAT = "Invalid request format"
@@ -439,6 +440,10 @@ class OpenMetadataStandIn:
         # entities many times and validation is the costliest part of an answer.
         self._validated: set[str] = set()
         self._validated_lock = threading.Lock()
+        # Ingestion pipeline routes live in their own module (hooks: _dispatch and _delete).
+        from tests.support.om_pipelines import PipelineRoutes
+
+        self.pipelines = PipelineRoutes(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -822,6 +827,8 @@ class OpenMetadataStandIn:
         if not path.startswith("/api/v1/"):
             raise _ApiError(404, "HTTP 404 Not Found")
         principal = self._require_principal(call)
+        if path == PIPELINES_PATH or path.startswith(PIPELINES_PATH + "/"):
+            return self.pipelines.dispatch(call, principal)
         if path == SERVICES_PATH:
             if call.method == "GET":
                 return self._list(call, principal)
@@ -1064,8 +1071,10 @@ class OpenMetadataStandIn:
                 raise _ApiError(404, f"mlmodelService instance for {key} not found")
             self._authorize(principal, "Delete")
             assert name is not None
-            if self._model_counts.get(name, 0) > 0 and not recursive:
+            if (self._model_counts.get(name, 0) > 0 or self.pipelines.blocks_delete(entity["id"])) and not recursive:
                 raise _ApiError(400, "mlmodelService is not empty")
+            if recursive:
+                self.pipelines.service_deleted(entity["id"], hard=hard)
             if hard:
                 del self._store[name]
                 del self._ids[entity["id"]]

@@ -206,6 +206,21 @@ class OpenMetadataClient:
             delay = min(self._config.backoff_max, delay * 2)
         raise OpenMetadataUnavailable(f"{method} {path}: {last} (after {attempts} attempts)")
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """One request with this client's token, deadline, retries and error translation.
+
+        For routes this class does not wrap (ingestion pipelines, ``provider/pipelines.py``).
+        """
+        return await self._request(method, path, params=params, json=json, retry=retry)
+
     # --- reads ---------------------------------------------------------------------------
 
     async def server_version(self) -> str | None:

@@ -24,6 +24,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlsvc_discover._errors import MappingError
+from mlsvc_discover.ingestion import IngestionSettings
 
 __all__ = [
     "Discoverer",
@@ -85,13 +86,21 @@ class ServiceMetadata(StrictModel):
         default=None,
         description="Tag FQNs (`Classification.Tag`) to add to the service; they must exist in OpenMetadata.",
     )
+    ingestion: IngestionSettings | None = Field(
+        default=None,
+        description="Metadata ingestion pipeline of the service; keys set here override the layer above.",
+    )
 
     def merged(self, override: ServiceMetadata | None) -> ServiceMetadata:
         """Return these defaults with every field that ``override`` sets replaced."""
         if override is None:
             return self
         # model_copy(update=...) would skip validation and leave owners as plain dicts.
-        return ServiceMetadata.model_validate({**self.model_dump(), **override.model_dump(exclude_none=True)})
+        data = {**self.model_dump(), **override.model_dump(exclude_none=True)}
+        if self.ingestion is not None and override.ingestion is not None:
+            # Key by key: an item that only sets a schedule keeps its discoverer's `enabled`.
+            data["ingestion"] = self.ingestion.merged(override.ingestion).model_dump(exclude_none=True)
+        return ServiceMetadata.model_validate(data)
 
 
 class DiscovererConfig(StrictModel):

@@ -693,15 +693,8 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
         )
 
     def _metadata(self, account: AwsAccount) -> ServiceMetadata:
-        """The discoverer's defaults with every field the account sets replaced.
-
-        Same rule as ``ServiceMetadata.merged``, which updates through ``model_copy`` and so
-        leaves nested owners as plain dicts; validating the merged mapping keeps them OwnerRef.
-        """
-        defaults, override = self.config.defaults, account.metadata
-        if override is None:
-            return defaults
-        return ServiceMetadata.model_validate({**defaults.model_dump(), **override.model_dump(exclude_none=True)})
+        """The discoverer's defaults with every field the account sets replaced (``ServiceMetadata.merged``)."""
+        return self.config.defaults.merged(account.metadata)
 
     def _assemble(self, outcomes: list[_AccountOutcome]) -> DiscoveryResult:
         result = DiscoveryResult(source=self.name)
