@@ -24,22 +24,31 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from mlsvc_discover._duration import Duration
+from mlsvc_discover._errors import MappingError
+from mlsvc_discover._templates import check_template
 from mlsvc_discover.aws import (
     AwsAccount,
     AwsClients,
     AwsProbeError,
-    OpenAccount,
     RegionsSpec,
     check_endpoint_url,
     check_regions,
     clean_aws_text,
     first_page,
-    open_account,
     translate_aws_error,
 )
+from mlsvc_discover.aws.fleet import AwsFleet, FleetAccount
+from mlsvc_discover.aws.managed_mlflow import ManagedMlflow, list_managed_mlflow
+from mlsvc_discover.aws.organization import (
+    MemberAccount,
+    OrganizationConfig,
+    list_member_accounts,
+    partition_of_region,
+)
+from mlsvc_discover.aws.regions import PARTITION_HOME
 from mlsvc_discover.sources.base import (
     Discoverer,
     DiscovererConfig,
@@ -49,10 +58,12 @@ from mlsvc_discover.sources.base import (
     PlatformKind,
     Scope,
     ScopeOutcome,
+    ServiceMetadata,
+    StrictModel,
 )
 
 # AwsAccount and AwsProbeError live in mlsvc_discover.aws; re-exported for existing imports.
-__all__ = ["AwsAccount", "AwsProbeError", "SageMakerConfig", "SageMakerDiscoverer"]
+__all__ = ["AwsAccount", "AwsProbeError", "ManagedMlflowConfig", "SageMakerConfig", "SageMakerDiscoverer"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +74,44 @@ _LISTINGS = (
     ("list_endpoints", "Endpoints", "endpoints"),
 )
 _PAGE_SIZE = 100  # the largest MaxResults all three list calls accept
+# The SageMaker operations behind the `sagemaker_usage` finding (the README's IAM policy lists them).
+USAGE_OPERATIONS = ("ListModels", "ListModelPackageGroups", "ListEndpoints")
+
+
+def _template(value: str) -> str:
+    try:
+        check_template(value)
+    except MappingError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class ManagedMlflowConfig(StrictModel):
+    """SageMaker-managed MLflow: tracking servers and MLflow Apps, each an `Mlflow` service."""
+
+    enabled: bool = Field(
+        default=True, description="List managed MLflow tracking servers and MLflow Apps in every (account, region)."
+    )
+    tracking_servers: bool = Field(default=True, description="Register MLflow tracking servers.")
+    apps: bool = Field(default=True, description="Register serverless MLflow Apps.")
+    name_template: str = Field(
+        default="sagemaker-mlflow-{account}-{region}-{server}",
+        description="Service name of a tracking server; placeholders: account, region, server, mlflow_version, "
+        "status, resource, discoverer, account_name and the account's labels.",
+    )
+    app_name_template: str = Field(
+        default="sagemaker-mlflow-app-{account}-{region}-{server}",
+        description="Service name of an MLflow App; the same placeholders (server is the App's name).",
+    )
+    metadata: ServiceMetadata | None = Field(
+        default=None,
+        description="Metadata for managed MLflow services, over the discoverer's `defaults` and the account's.",
+    )
+
+    @field_validator("name_template", "app_name_template")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        return _template(value)
 
 
 class SageMakerConfig(DiscovererConfig):
@@ -73,7 +122,24 @@ class SageMakerConfig(DiscovererConfig):
         description="Regions to look at in every account (accounts can override): a list such as "
         "[us-east-1, eu-west-1], or `all` for every region that offers SageMaker and is enabled for the account.",
     )
-    accounts: list[AwsAccount] = Field(min_length=1, description="AWS accounts to look at (at least one).")
+    organization: OrganizationConfig | None = Field(
+        default=None,
+        description="Also look at every active account of an AWS organization, listed afresh every cycle "
+        "(explicit `accounts` win for the same account id).",
+    )
+    accounts: list[AwsAccount] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="AWS accounts to look at (at least one, unless `organization` is set).",
+    )
+    sagemaker_usage: bool = Field(
+        default=True,
+        description="Register a `SageMaker` service per (account, region) holding models, package groups or endpoints.",
+    )
+    managed_mlflow: ManagedMlflowConfig = Field(
+        default_factory=ManagedMlflowConfig,
+        description="Register SageMaker-managed MLflow tracking servers and Apps as `Mlflow` services.",
+    )
     register_empty: bool = Field(
         default=False,
         description="Also register (account, region) pairs with no models, model package groups or endpoints.",
@@ -111,7 +177,9 @@ class SageMakerConfig(DiscovererConfig):
     @field_validator("accounts")
     @classmethod
     def _check_accounts(cls, accounts: list[AwsAccount], info: ValidationInfo) -> list[AwsAccount]:
-        # `regions` is declared before `accounts`, so it is in info.data when it was valid.
+        # `regions` and `organization` are declared before `accounts`: in info.data when valid.
+        if not accounts and info.data.get("organization") is None:
+            raise ValueError("list at least 1 item in accounts, or configure organization")
         default_regions = info.data.get("regions")
         seen: dict[tuple[str | None, str | None], int] = {}
         names: dict[str, int] = {}
@@ -138,16 +206,25 @@ class SageMakerConfig(DiscovererConfig):
                 )
         return accounts
 
+    @model_validator(mode="after")
+    def _something_to_find(self) -> SageMakerConfig:
+        if not self.sagemaker_usage and not self.managed_mlflow.enabled:
+            raise ValueError("sagemaker_usage and managed_mlflow.enabled are both off: switch one on")
+        return self
+
 
 @dataclass(frozen=True)
 class _RegionCounts:
     counts: dict[str, int]
     complete: bool
+    mlflow: list[ManagedMlflow] = field(default_factory=list)
+    mlflow_error: AwsProbeError | None = None
 
 
 @dataclass
 class _AccountOutcome:
     index: int
+    origin: str  # accounts[i], or "organization"
     account: AwsAccount
     account_id: str | None
     scope: ScopeOutcome
@@ -167,14 +244,23 @@ def _keep_worse(outcomes: dict[Scope, ScopeOutcome], outcome: ScopeOutcome) -> N
 
 
 class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
-    """Finds the (account, region) pairs where SageMaker holds models, package groups or endpoints.
+    """Finds SageMaker use per (account, region), and SageMaker-managed MLflow servers and Apps.
 
-    Finding attributes: ``account_id``, ``region``, ``role_arn``, ``session_name``, ``profile``,
-    ``endpoint_url``, ``external_id_set``, ``models``, ``model_package_groups``, ``endpoints``
-    (items on the first non-empty page of each listing, at most 100), ``counts_complete`` (false
-    when a listing had more pages than were read) and, only with ``send_access_keys``,
-    ``access_keys`` = ``{"access_key_id": str, "secret_access_key": SecretStr,
-    "session_token": SecretStr | None}``.
+    Accounts are the configured ``accounts`` plus, with ``organization``, the active member
+    accounts listed every cycle. Credentials and clients live in an :class:`AwsFleet` kept
+    between cycles (assumed-role credentials refresh before they expire).
+
+    ``SageMaker`` finding attributes: ``account_id``, ``region``, ``role_arn``, ``session_name``,
+    ``profile``, ``endpoint_url``, ``external_id_set``, ``models``, ``model_package_groups``,
+    ``endpoints`` (items on the first non-empty page of each listing, at most 100),
+    ``counts_complete`` (false when a listing had more pages than were read) and, only with
+    ``send_access_keys``, ``access_keys`` = ``{"access_key_id": str, "secret_access_key":
+    SecretStr, "session_token": SecretStr | None}``.
+
+    ``Mlflow`` finding attributes (managed MLflow): ``tracking_uri`` and ``registry_uri`` (both
+    the resource ARN), ``arn``, ``resource`` (``tracking-server`` or ``app``), ``account_id``,
+    ``region``, ``status``, ``mlflow_version``, ``url`` (tracking servers' UI). Key: the ARN;
+    scope: ``(sagemaker, <name>, <account>, <region>)``.
     """
 
     config_model: ClassVar[type[DiscovererConfig]] = SageMakerConfig
@@ -183,11 +269,14 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
         super().__init__(config)
         self._executor: ThreadPoolExecutor | None = None
         self._aws: AwsClients | None = None
+        self._fleet: AwsFleet | None = None
         self._aws_lock = threading.Lock()
         # Account ids of profile/ambient accounts seen in earlier cycles: when such an account
         # fails later, its scope still carries the id, so its services stay protected by it.
         self._known_ids: dict[int, str] = {}
         self._run_secrets: tuple[str, ...] = ()
+        # Member entries by (account id, name, partition): built once, not per cycle.
+        self._members: dict[tuple[str, str, str], AwsAccount] = {}
 
     # -- lifecycle
 
@@ -212,74 +301,163 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
                 )
             return self._aws
 
+    def _fleet_now(self) -> AwsFleet:
+        """The fleet kept between cycles (built on first use, in a worker thread)."""
+        aws = self._runtime()
+        with self._aws_lock:
+            if self._fleet is None:
+                cfg = self.config
+                self._fleet = AwsFleet(
+                    aws, max_pool_connections=cfg.max_accounts_concurrency * cfg.max_concurrency_per_account
+                )
+            return self._fleet
+
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
             # Off the event loop: threads in flight finish within botocore's own timeouts.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await asyncio.to_thread(fleet.close)
 
     def secrets(self) -> Sequence[str]:
-        external = [a.external_id.get_secret_value() for a in self.config.accounts if a.external_id is not None]
+        cfg = self.config
+        external = [a.external_id.get_secret_value() for a in cfg.accounts if a.external_id is not None]
+        org = cfg.organization
+        if org is not None:
+            external += [s.get_secret_value() for s in (org.external_id, org.member_external_id) if s is not None]
         return tuple(dict.fromkeys([*external, *self._run_secrets]))
 
     # -- discovery
 
     async def discover(self) -> DiscoveryResult:
         cfg = self.config
+        loop = asyncio.get_running_loop()
+        fleet = await loop.run_in_executor(self._pool(), self._fleet_now)
+        fleet.new_cycle()
         gate = asyncio.Semaphore(cfg.max_accounts_concurrency)
-        outcomes = await asyncio.gather(*(self._account(i, a, gate) for i, a in enumerate(cfg.accounts)))
-        self._run_secrets = tuple(dict.fromkeys(s for o in outcomes for s in o.secrets))
-        return self._assemble(list(outcomes))
+        entries = [(f"accounts[{i}]", a) for i, a in enumerate(cfg.accounts)]
+        org_failure: ItemFailure | None = None
+        org_secrets: list[str] = []
+        if cfg.organization is not None:
+            try:
+                members = await loop.run_in_executor(self._pool(), self._list_members, org_secrets)
+            except Exception as exc:
+                probe = exc if isinstance(exc, AwsProbeError) else self._unexpected(exc, "organization")
+                org_failure = ItemFailure(self.name, "organization", probe.reason, probe.kind)
+            else:
+                # Explicit entries win: an account they reach is not looked at twice.
+                explicit = {a.role_account_id for a in cfg.accounts if a.role_account_id}
+                explicit |= set(self._known_ids.values())
+                entries += [("organization", self._member(m)) for m in members if m.account_id not in explicit]
+        outcomes = await asyncio.gather(*(self._account(i, origin, a, gate) for i, (origin, a) in enumerate(entries)))
+        self._run_secrets = tuple(dict.fromkeys([*org_secrets, *(s for o in outcomes for s in o.secrets)]))
+        return self._assemble(list(outcomes), org_failure)
+
+    def _list_members(self, secrets: list[str]) -> list[MemberAccount]:
+        """The organization's selected active accounts; raises AwsProbeError. Blocking."""
+        org = self.config.organization
+        assert org is not None
+        fleet = self._fleet_now()
+        if org.role_arn:
+            home = PARTITION_HOME.get(org.role_arn.split(":")[1], "us-east-1")
+        else:
+            home = fleet.home_region(org.profile) or "us-east-1"
+        management = fleet.open(org, [home], service="organizations", secrets=secrets)
+        partition = management.partition or partition_of_region(home)
+        members = fleet.run(
+            management.credentials,
+            list_member_accounts,
+            lambda region: fleet.client("organizations", region),
+            org,
+            partition=partition,
+            secrets=secrets,
+        )
+        log.debug("sagemaker %s: organization lists %d selected active account(s)", self.name, len(members))
+        return members
+
+    def _member(self, member: MemberAccount) -> AwsAccount:
+        org = self.config.organization
+        assert org is not None
+        key = (member.account_id, member.name, member.partition)
+        entry = self._members.get(key)
+        if entry is None:
+            fields: dict[str, Any] = {
+                "role_arn": org.role_arn_for(member.account_id, member.partition),
+                "session_name": org.member_session_name,
+                "labels": {"account_name": member.name, **org.labels},
+                "metadata": org.metadata,
+            }
+            if org.member_external_id is not None:
+                fields["external_id"] = org.member_external_id
+            entry = self._members[key] = AwsAccount.model_validate(fields)
+        return entry
 
     def _regions_of(self, account: AwsAccount) -> RegionsSpec:
         return account.regions if account.regions is not None else self.config.regions
 
-    async def _account(self, index: int, account: AwsAccount, gate: asyncio.Semaphore) -> _AccountOutcome:
+    async def _account(self, index: int, origin: str, account: AwsAccount, gate: asyncio.Semaphore) -> _AccountOutcome:
         cfg = self.config
         loop = asyncio.get_running_loop()
         async with gate:
             known_id = account.role_account_id or self._known_ids.get(index)
+            secrets: list[str] = []
             try:
-                opened = await loop.run_in_executor(self._pool(), self._open_account, account)
+                opened = await loop.run_in_executor(self._pool(), self._open_account, account, secrets)
             except Exception as exc:
                 probe = exc if isinstance(exc, AwsProbeError) else self._unexpected(exc, account.label)
                 scope = (*self.root_scope, known_id or account.label)
                 return _AccountOutcome(
                     index=index,
+                    origin=origin,
                     account=account,
                     account_id=known_id,
                     scope=ScopeOutcome(scope=scope, ok=False, error=probe.reason),
                     failures=[ItemFailure(self.name, account.label, probe.reason, probe.kind)],
+                    secrets=secrets,
                 )
-            self._known_ids[index] = opened.account_id
+            if origin.startswith("accounts["):
+                self._known_ids[index] = opened.account_id
             outcome = _AccountOutcome(
                 index=index,
+                origin=origin,
                 account=account,
                 account_id=opened.account_id,
                 scope=ScopeOutcome(scope=(*self.root_scope, opened.account_id), ok=True),
-                secrets=opened.keys.values() if opened.keys else [],
+                secrets=secrets,
             )
             region_gate = asyncio.Semaphore(cfg.max_concurrency_per_account)
 
             async def check(region: str) -> _RegionCounts | AwsProbeError:
                 async with region_gate:
                     try:
-                        return await loop.run_in_executor(self._pool(), self._check_region, opened, region)
+                        return await loop.run_in_executor(self._pool(), self._check_region, opened, region, secrets)
                     except AwsProbeError as exc:
                         return exc
                     except Exception as exc:
                         return self._unexpected(exc, f"{opened.account_id}/{region}")
 
             results = await asyncio.gather(*(check(r) for r in opened.regions))
+        keys = opened.keys() if account.send_access_keys else None
         for region, res in zip(opened.regions, results, strict=True):
             scope = (*self.root_scope, opened.account_id, region)
+            item = f"{opened.account_id}/{region}"
             if isinstance(res, AwsProbeError):
                 outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=False, error=res.reason))
-                outcome.failures.append(ItemFailure(self.name, f"{opened.account_id}/{region}", res.reason, res.kind))
+                outcome.failures.append(ItemFailure(self.name, item, res.reason, res.kind))
                 continue
-            outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=True))
-            if cfg.register_empty or any(res.counts.values()):
-                outcome.findings.append(self._finding(account, opened, region, res))
+            if res.mlflow_error is not None:
+                # The usage findings of this region stand; the failed scope keeps the region's
+                # managed MLflow services (and its usage service) from being judged gone.
+                reason = f"managed MLflow: {res.mlflow_error.reason}"
+                outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=False, error=reason))
+                outcome.failures.append(ItemFailure(self.name, item, reason, res.mlflow_error.kind))
+            else:
+                outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=True))
+            if cfg.sagemaker_usage and (cfg.register_empty or any(res.counts.values())):
+                outcome.findings.append(self._finding(account, opened, region, res, keys))
+            outcome.findings.extend(self._mlflow_finding(account, opened, region, m) for m in res.mlflow)
         return outcome
 
     def _unexpected(self, exc: Exception, item: str) -> AwsProbeError:
@@ -289,7 +467,12 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             f"unexpected {type(exc).__name__}: {clean_aws_text(str(exc), self.secrets())}", kind="error"
         )
 
-    def _finding(self, account: AwsAccount, opened: OpenAccount, region: str, res: _RegionCounts) -> Finding:
+    def _labels(self, account: AwsAccount, account_id: str, region: str) -> dict[str, str]:
+        return {"account": account_id, "region": region, "discoverer": self.name, **account.labels}
+
+    def _finding(
+        self, account: AwsAccount, opened: FleetAccount, region: str, res: _RegionCounts, keys: Any
+    ) -> Finding:
         cfg = self.config
         attributes: dict[str, Any] = {
             "account_id": opened.account_id,
@@ -302,11 +485,11 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             **res.counts,
             "counts_complete": res.complete,
         }
-        if account.send_access_keys and opened.keys is not None:
+        if account.send_access_keys and keys is not None:
             attributes["access_keys"] = {
-                "access_key_id": opened.keys.access_key_id,
-                "secret_access_key": SecretStr(opened.keys.secret_access_key),
-                "session_token": SecretStr(opened.keys.session_token) if opened.keys.session_token else None,
+                "access_key_id": keys.access_key_id,
+                "secret_access_key": SecretStr(keys.secret_access_key),
+                "session_token": SecretStr(keys.session_token) if keys.session_token else None,
             }
         return Finding(
             kind=PlatformKind.SAGEMAKER,
@@ -314,21 +497,55 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             scope=(*self.root_scope, opened.account_id, region),
             key=f"{opened.account_id}/{region}",
             attributes=attributes,
-            labels={"account": opened.account_id, "region": region, "discoverer": self.name, **account.labels},
+            labels=self._labels(account, opened.account_id, region),
             metadata=self.config.defaults.merged(account.metadata),
             name=account.name,
             name_template=cfg.name_template,
         )
 
-    def _assemble(self, outcomes: list[_AccountOutcome]) -> DiscoveryResult:
+    def _mlflow_finding(self, account: AwsAccount, opened: FleetAccount, region: str, m: ManagedMlflow) -> Finding:
+        managed = self.config.managed_mlflow
+        labels = {
+            **self._labels(account, opened.account_id, region),
+            "server": m.name,
+            "mlflow_version": m.mlflow_version,
+            "status": m.status,
+            "resource": m.kind,
+        }
+        return Finding(
+            kind=PlatformKind.MLFLOW,
+            source=self.name,
+            scope=(*self.root_scope, opened.account_id, region),
+            key=m.arn,
+            attributes={
+                "tracking_uri": m.arn,
+                "registry_uri": m.arn,
+                "arn": m.arn,
+                "resource": m.kind,
+                "account_id": opened.account_id,
+                "region": region,
+                "status": m.status,
+                "mlflow_version": m.mlflow_version,
+                "url": m.url,
+            },
+            labels=labels,
+            metadata=self.config.defaults.merged(account.metadata).merged(managed.metadata),
+            name_template=managed.name_template if m.kind == "tracking-server" else managed.app_name_template,
+        )
+
+    def _assemble(self, outcomes: list[_AccountOutcome], org_failure: ItemFailure | None = None) -> DiscoveryResult:
         result = DiscoveryResult(source=self.name)
         root_errors: list[str] = []
+        if org_failure is not None:
+            # Accounts left out of a failed listing would look gone: nothing may be deleted.
+            root_errors.append(org_failure.reason)
+            result.failures.append(org_failure)
         # Two entries can reach the same account (a profile and a role into it, say). Each
         # (account, region) is reported once, and a scope reported twice fails if either entry
         # failed: a failure in one entry must keep protecting that account's services.
         account_scopes: dict[Scope, ScopeOutcome] = {}
         region_scopes: dict[Scope, ScopeOutcome] = {}
-        found_by: dict[str, int] = {}
+        found_by: dict[tuple[PlatformKind, str], str] = {}
         for o in outcomes:
             if o.account_id is None:
                 # Without an id the failed scope cannot cover this account's earlier services, so
@@ -338,11 +555,12 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             for scope in o.region_scopes:
                 _keep_worse(region_scopes, scope)
             for finding in o.findings:
-                if finding.key in found_by:
-                    reason = f"{finding.key} is also reached by accounts[{found_by[finding.key]}]; reported once"
+                ident = (finding.kind, finding.key)
+                if ident in found_by:
+                    reason = f"{finding.key} is also reached by {found_by[ident]}; reported once"
                     result.skipped.append(ItemFailure(self.name, o.account.label, reason, "error"))
                     continue
-                found_by[finding.key] = o.index
+                found_by[ident] = o.origin
                 result.findings.append(finding)
             result.failures.extend(o.failures)
         root_error = "; ".join(root_errors) if root_errors else None
@@ -355,25 +573,41 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
 
     # -- blocking work, in the pool
 
-    def _open_account(self, account: AwsAccount) -> OpenAccount:
+    def _open_account(self, account: AwsAccount, secrets: list[str]) -> FleetAccount:
         """Credentials, account id and regions of one account; raises AwsProbeError."""
-        opened = open_account(self._runtime(), account, self._regions_of(account), service="sagemaker")
+        opened = self._fleet_now().open(account, self._regions_of(account), service="sagemaker", secrets=secrets)
         log.debug("sagemaker %s: account %s, %d region(s)", self.name, opened.account_id, len(opened.regions))
         return opened
 
-    def _check_region(self, opened: OpenAccount, region: str) -> _RegionCounts:
-        aws = self._runtime()
-        secrets = opened.keys.values() if opened.keys else []
+    def _check_region(self, opened: FleetAccount, region: str, secrets: list[str]) -> _RegionCounts:
+        fleet = self._fleet_now()
+        cfg = self.config
         counts: dict[str, int] = {}
         complete = True
         try:
-            client = aws.client(opened.session, opened.lock, "sagemaker", region)
-            try:
+            client = fleet.client("sagemaker", region)
+            if cfg.sagemaker_usage:
                 for operation, key, attribute in _LISTINGS:
-                    counts[attribute], more = first_page(client, operation, key, page_size=_PAGE_SIZE)
+                    counts[attribute], more = fleet.run(
+                        opened.credentials, first_page, client, operation, key, page_size=_PAGE_SIZE
+                    )
                     complete = complete and not more
-            finally:
-                client.close()
         except Exception as exc:
             raise translate_aws_error(exc, where=None, secrets=secrets, region_call=True) from exc
-        return _RegionCounts(counts=counts, complete=complete)
+        managed = cfg.managed_mlflow
+        if not managed.enabled:
+            return _RegionCounts(counts=counts, complete=complete)
+        try:
+            found = fleet.run(
+                opened.credentials,
+                list_managed_mlflow,
+                client,
+                tracking_servers=managed.tracking_servers,
+                apps=managed.apps,
+            )
+        except Exception as exc:
+            probe = translate_aws_error(exc, where=None, secrets=secrets, region_call=True)
+            if not cfg.sagemaker_usage:
+                raise probe from exc
+            return _RegionCounts(counts=counts, complete=complete, mlflow_error=probe)
+        return _RegionCounts(counts=counts, complete=complete, mlflow=found)
