@@ -66,6 +66,11 @@ class _ThreadCredentials:
         finally:
             stack.pop()
 
+    def get_deferred_property(self, name: str) -> Callable[[], None]:
+        # botocore asks for the account id when it builds a client, for account-based endpoints
+        # (DynamoDB only). A client here serves many accounts, so it has no account id.
+        return lambda: None
+
     def get_frozen_credentials(self) -> Any:
         stack: list[Any] = self._local.__dict__.get("stack", [])
         if not stack:
