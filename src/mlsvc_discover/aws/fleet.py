@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from mlsvc_discover.aws.accounts import AwsCredentialsConfig
@@ -190,7 +191,8 @@ class AwsFleet:
         return cast("str | None", session.get_config_variable("region"))
 
     def _role_credentials(self, config: AwsCredentialsConfig, home: str) -> Any:
-        from botocore.credentials import DeferredRefreshableCredentials
+        """The role's refreshable credentials: cached, or assumed now (raising botocore's errors)."""
+        from botocore.credentials import RefreshableCredentials
 
         arn = cast("str", config.role_arn)
         external_id = config.external_id.get_secret_value() if config.external_id else None
@@ -219,10 +221,21 @@ class AwsFleet:
                 "expiry_time": creds["Expiration"].isoformat(),
             }
 
-        kwargs: dict[str, Any] = {"refresh_using": refresh, "method": "assume-role"}
+        # The first AssumeRole runs here, so a refused role is an ordinary error of this
+        # account; later ones run inside botocore when less than 15 minutes are left.
+        first = refresh()
+        kwargs: dict[str, Any] = {}
         if self._time_fetcher is not None:
             kwargs["time_fetcher"] = self._time_fetcher
-        credentials = DeferredRefreshableCredentials(**kwargs)
+        credentials = RefreshableCredentials(
+            access_key=first["access_key"],
+            secret_key=first["secret_key"],
+            token=first["token"],
+            expiry_time=datetime.fromisoformat(first["expiry_time"]),
+            refresh_using=refresh,
+            method="assume-role",
+            **kwargs,
+        )
         with self._lock:
             return self._roles.setdefault(key, credentials)
 
