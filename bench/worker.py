@@ -237,7 +237,6 @@ def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
 def aws_org_seed(task: dict[str, Any]) -> dict[str, Any]:
     """An organization of ``n`` member accounts in moto, with models and managed MLflow in some pairs."""
     import boto3
-
     from tests.support.aws_fake import control
 
     endpoint = task["endpoint"]
