@@ -498,3 +498,23 @@ def test_organization_example_end_to_end_registers_exactly_the_estate_and_sync_f
         f"sagemaker-mlflow-app-{ids['A1']}-eu-west-1-team-a-app",
         f"sagemaker-{ids['A1']}-us-east-1",
     }
+
+
+def test_an_aws_cn_account_is_reached_in_its_own_partition(moto_server: MotoServer) -> None:
+    moto_server.require_auth(float("inf"))
+    moto_server.reset()
+    account = "555566667777"
+    arn = moto_server.fake("tracking-server", account=account, region="cn-north-1", name="cn-server")["arn"]
+    config = {
+        "type": "sagemaker",
+        "name": "china",
+        "endpoint_url": moto_server.url,
+        "regions": ["cn-north-1"],
+        "accounts": [{"role_arn": f"arn:aws-cn:iam::{account}:role/{MEMBER_ROLE}"}],
+    }
+    (result,) = discover(config)
+    assert result.ok, result.failures
+    assert arn == f"arn:aws-cn:sagemaker:cn-north-1:{account}:mlflow-tracking-server/cn-server"
+    assert set(mlflow_findings(result)) == {arn}
+    calls = moto_server.fake("stats")["calls"]
+    assert any(k.startswith("STS.AssumeRole") and k.endswith(" cn-north-1") for k in calls), calls

@@ -13,6 +13,12 @@ and validators. An AWS discoverer is one module under ``sources/`` that imports 
   the account), :data:`PARTITION_HOME`.
 - :mod:`mlsvc_discover.aws.accounts`: :class:`AwsCredentialsConfig`, :class:`AwsAccount`,
   :func:`open_account` -> :class:`OpenAccount` (account id, session, regions, keys).
+- :mod:`mlsvc_discover.aws.organization`: :class:`OrganizationConfig`, :func:`list_member_accounts`
+  (the active accounts of an AWS organization, filtered by OU and account id).
+- :mod:`mlsvc_discover.aws.fleet`: :class:`AwsFleet`, clients shared per (service, region) and
+  refreshable assumed-role credentials kept between cycles.
+- :mod:`mlsvc_discover.aws.managed_mlflow`: :func:`list_managed_mlflow` (SageMaker-managed MLflow
+  tracking servers and MLflow Apps of one account and region).
 
 botocore is imported only inside functions, so importing this package stays cheap.
 """
