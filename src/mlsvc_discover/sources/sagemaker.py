@@ -1,9 +1,18 @@
-"""The ``sagemaker`` discoverer: one ML model service per AWS (account, region) that uses SageMaker.
+"""The ``sagemaker`` discoverer: SageMaker use per AWS (account, region), and SageMaker-managed MLflow.
 
-For every configured account it obtains credentials (a named profile, the ambient chain, and
-optionally an assumed role on top), works out the regions to look at, and in each region reads
-the first non-empty page of models, model package groups and endpoints. A region counts as "in
-use" when any of the three is non-empty; only those are reported unless ``register_empty``.
+Accounts are the configured ``accounts`` and, with ``organization``, every active account of an
+AWS organization, listed afresh each cycle (:mod:`mlsvc_discover.aws.organization`). For every
+account it obtains credentials (a named profile, the ambient chain, and optionally an assumed
+role on top), works out the regions to look at, and in each region:
+
+- ``sagemaker_usage``: reads the first non-empty page of models, model package groups and
+  endpoints. A region counts as "in use" when any of the three is non-empty; only those are
+  reported unless ``register_empty``. One ``SageMaker`` finding per such region.
+- ``managed_mlflow``: lists managed MLflow tracking servers and MLflow Apps
+  (:mod:`mlsvc_discover.aws.managed_mlflow`); one ``Mlflow`` finding per present resource.
+
+Clients and assumed-role credentials live in an :class:`~mlsvc_discover.aws.fleet.AwsFleet`
+kept between cycles.
 
 Credentials, sessions, regions and error translation are the shared AWS parts in
 :mod:`mlsvc_discover.aws`; this module holds only what is SageMaker's: its config, the three
