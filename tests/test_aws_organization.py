@@ -518,3 +518,26 @@ def test_an_aws_cn_account_is_reached_in_its_own_partition(moto_server: MotoServ
     assert set(mlflow_findings(result)) == {arn}
     calls = moto_server.fake("stats")["calls"]
     assert any(k.startswith("STS.AssumeRole") and k.endswith(" cn-north-1") for k in calls), calls
+
+
+def test_the_fake_holds_requests_and_answers_to_botocores_model() -> None:
+    from tests.support.aws_fake import ModelViolation, check_request, check_response
+
+    good = {
+        "TrackingServerSummaries": [
+            {
+                "TrackingServerArn": "arn:aws:sagemaker:us-east-1:111111111111:mlflow-tracking-server/a",
+                "TrackingServerName": "a",
+                "TrackingServerStatus": "Stopped",
+                "CreationTime": 1764400000.0,
+            }
+        ]
+    }
+    check_response("ListMlflowTrackingServers", good)
+    bad_status = {"TrackingServerSummaries": [{**good["TrackingServerSummaries"][0], "TrackingServerStatus": "Gone"}]}
+    with pytest.raises(ModelViolation, match="is not one of"):
+        check_response("ListMlflowTrackingServers", bad_status)
+    with pytest.raises(ModelViolation, match="not a member"):
+        check_response("ListMlflowApps", {"Apps": []})
+    with pytest.raises(ModelViolation, match=r"outside 1\.\.100"):
+        check_request("ListMlflowTrackingServers", {"MaxResults": 101})
