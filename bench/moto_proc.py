@@ -6,7 +6,9 @@ request thread (werkzeug serves each request in its own thread) adds waiting wit
 CPU, so concurrency in the client can overlap it as it would against AWS.
 
 ``POST /bench-latency`` with a number of seconds as the body changes the latency at run time,
-so one seeded moto serves the runs with and without it. Everything else is moto_server's app.
+so one seeded moto serves the runs with and without it. Everything else is moto_server's app
+behind the test suite's AWS fake (``tests/support/aws_fake.py``), which serves SageMaker's
+managed-MLflow calls that moto lacks; the latency applies to those too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import MotoRequestHandler
+from tests.support.aws_fake import app_with_fake
 from werkzeug.serving import run_simple
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every AWS call")
     args = parser.parse_args(argv)
-    app = DomainDispatcherApplication(create_backend_app)
+    app = app_with_fake()
     run_simple(
         "127.0.0.1",
         args.port,

@@ -52,6 +52,7 @@ class Sizes:
     aws_regions: int
     naive_aws_accounts: int
     aws_latencies: tuple[float, ...]  # 0 = loopback moto as it is
+    org_accounts: int
     catalog_services: int
     naive_catalog: int
     catalog_latency: float
@@ -73,6 +74,7 @@ FULL = Sizes(
     aws_regions=4,
     naive_aws_accounts=10,
     aws_latencies=(0.0, 0.05),
+    org_accounts=199,
     catalog_services=5000,
     naive_catalog=500,
     catalog_latency=0.02,
@@ -93,6 +95,7 @@ QUICK = Sizes(
     aws_regions=2,
     naive_aws_accounts=2,
     aws_latencies=(0.05,),
+    org_accounts=9,
     catalog_services=500,
     naive_catalog=30,
     catalog_latency=0.02,
@@ -314,30 +317,84 @@ def scenario_aws(sizes: Sizes, runs: int, workdir: Path) -> list[Row]:
                 watch=[moto.pid],
             )
             scaled = [sum(r["per_stratum"]["pair"]) / len(r["per_stratum"]["pair"]) * len(pairs) for r in naive["runs"]]
-            walls = [r["wall"] for r in agent["runs"]]
-            found = [r["findings"] for r in agent["runs"]]
-            moto_cpu = sum(agent["server_cpu"].values()) / runs
-            row = Row(
-                scenario=f"AWS fleet: {len(accounts)} acc x {len(regions)} reg, {label}",
-                agent=median(walls),
-                naive=median(scaled),
-                naive_how=f"measured on {len(sample) * len(regions)} pairs, scaled",
-                requests="OM 0 (dry run)",
-                peak_rss_mb=agent["peak_rss_mb"],
-                cpu_s=median([r["cpu"] for r in agent["runs"]]),
-                target=">= 10x",
-                notes=[
-                    f"{agent['setting']}; found {min(found)}/{len(seeded)} pairs in use",
-                    f"moto CPU {moto_cpu:.1f} s per agent cycle; agent CPU "
-                    f"{median([r['cpu'] for r in agent['runs']]):.1f} s of {median(walls):.1f} s wall",
-                    f"naive sample wall {fmt_s(median([r['wall'] for r in naive['runs']]))}",
-                ],
-                raw={"agent": agent, "naive": naive, "naive_scaled": scaled, "latency": latency},
-            )
-            row.passed = (row.ratio or 0) >= 10 and min(found) == len(seeded) and not agent["runs"][0]["failures"]
-            rows.append(row)
+            moto_cpu = sum(agent["server_cpu"].values()) / (2 * runs + 1)
+            common = {
+                "naive": median(scaled),
+                "naive_how": f"measured on {len(sample) * len(regions)} pairs, scaled",
+                "requests": "OM 0 (dry run)",
+                "peak_rss_mb": agent["peak_rss_mb"],
+            }
+            naive_note = f"naive sample wall {fmt_s(median([r['wall'] for r in naive['runs']]))}"
+            for kind, measured in (("cold: fresh agent per cycle", agent["runs"]), ("long-running", agent["warm"])):
+                walls = [r["wall"] for r in measured]
+                found = [r["findings"] for r in measured]
+                cpus = [r["cpu"] for r in measured]
+                warm = kind == "long-running"
+                row = Row(
+                    scenario=f"AWS fleet: {len(accounts)} acc x {len(regions)} reg, {label}, {kind}",
+                    agent=median(walls),
+                    cpu_s=median(cpus),
+                    target=">= 10x" if warm else "(reported)",
+                    notes=[
+                        f"{agent['setting']}; found {min(found)}/{len(seeded)} pairs in use",
+                        f"agent CPU {median(cpus):.1f} s of {median(walls):.1f} s wall; "
+                        f"moto CPU {moto_cpu:.1f} s per agent cycle",
+                        naive_note,
+                    ],
+                    raw={"agent": agent, "naive": naive, "naive_scaled": scaled, "latency": latency},
+                    **common,
+                )
+                if warm:
+                    row.notes.append(f"first cycle of the long-running agent {fmt_s(agent['warm_first']['wall'])}")
+                ok = min(found) == len(seeded) and not measured[0]["failures"]
+                row.passed = ((row.ratio or 0) >= 10 and ok) if warm else (None if ok else False)
+                rows.append(row)
     finally:
         moto.stop()
+    return rows
+
+
+def scenario_aws_org(sizes: Sizes, runs: int, workdir: Path) -> list[Row]:
+    """A whole organization through AWS Organizations, managed MLflow included, 50 ms per call."""
+    env = aws_env(workdir)
+    regions = list(REGIONS[: sizes.aws_regions])
+    moto = MotoProcess(env=env).start(workdir / "moto-org.log")
+    try:
+        log(f"aws-org: seeding an organization of {sizes.org_accounts} accounts")
+        seeded = run_worker(
+            {"task": "aws-org-seed", "endpoint": moto.url, "n": sizes.org_accounts, "regions": regions}, env=env
+        )
+        moto.set_latency(0.05)
+        log(f"aws-org: long-running agent, first cycle and {runs} more")
+        agent = run_worker(
+            {"task": "aws-org-agent", "endpoint": moto.url, "regions": regions, "runs": runs},
+            env=env,
+            watch=[moto.pid],
+        )
+    finally:
+        moto.stop()
+    accounts = sizes.org_accounts + 1  # the management account is a member too
+    expected = seeded["servers"] + seeded["apps"] + seeded["usage"]
+    rows = []
+    for kind, measured in (("first cycle", [agent["first"]]), ("next cycles", agent["runs"])):
+        walls = [r["wall"] for r in measured]
+        found = [r["findings"] for r in measured]
+        row = Row(
+            scenario=f"AWS organization: {accounts} acc x {len(regions)} reg, +50 ms/call, {kind}",
+            agent=median(walls),
+            requests="OM 0 (dry run)",
+            peak_rss_mb=agent["peak_rss_mb"],
+            cpu_s=median([r["cpu"] for r in measured]),
+            target="peak RSS < 300 MB",
+            notes=[
+                f"accounts listed through Organizations; found {min(found)}/{expected} "
+                f"({seeded['servers']} tracking servers, {seeded['apps']} MLflow Apps, {seeded['usage']} usage pairs)",
+                f"failures {measured[0]['failures']} {measured[0]['reasons']}",
+            ],
+            raw={"agent": agent, "seeded": {k: v for k, v in seeded.items() if k != "accounts"}},
+        )
+        row.passed = agent["peak_rss_mb"] < 300 and min(found) == expected and not measured[0]["failures"]
+        rows.append(row)
     return rows
 
 
@@ -538,7 +595,7 @@ def render(rows: list[Row]) -> str:
         ratio = f"{r.ratio:.1f}x" if r.ratio is not None else "-"
         rss = f"{r.peak_rss_mb:.0f} MB" if r.peak_rss_mb is not None else "-"
         cpu = f"{r.cpu_s:.2f}" if r.cpu_s is not None else "-"
-        verdict = "PASS" if r.passed else "MISS"
+        verdict = "-" if r.passed is None else "PASS" if r.passed else "MISS"
         lines.append([r.scenario, fmt_s(r.agent), naive, ratio, r.requests, rss, cpu, r.target, verdict])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
@@ -571,8 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every raw number to this file")
     parser.add_argument(
         "--only",
-        default="mlflow,aws,catalog,startup,rss",
-        help="comma-separated scenarios to run (mlflow, aws, catalog, startup, rss); default all",
+        default="mlflow,aws,aws-org,catalog,startup,rss",
+        help="comma-separated scenarios to run (mlflow, aws, aws-org, catalog, startup, rss); default all",
     )
     parser.add_argument("--mlflow-max-concurrency", type=int, help="override the mlflow discoverer's max_concurrency")
     parser.add_argument("--om-max-concurrency", type=int, help="override openmetadata.max_concurrency")
@@ -596,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += scenario_mlflow(sizes, runs, workdir)
         if "aws" in only:
             rows += scenario_aws(sizes, runs, workdir)
+        if "aws-org" in only:
+            rows += scenario_aws_org(sizes, runs, workdir)
         if "catalog" in only:
             rows += scenario_catalog(sizes, runs)
         if "rss" in only:
@@ -626,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
         }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
-    return 0 if all(r.passed for r in rows) else 1
+    return 0 if all(r.passed is not False for r in rows) else 1
 
 
 if __name__ == "__main__":

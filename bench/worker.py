@@ -63,6 +63,22 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return value, time.perf_counter() - t0, _cpu() - cpu0
 
 
+def _warm_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
+    """One Agent, as the long-running daemon: its first cycle, then ``runs`` more; (report, wall, cpu)."""
+    from mlsvc_discover.controller import Agent
+
+    async def all_cycles() -> list[tuple[Any, float, float]]:
+        out = []
+        async with Agent(config) as agent:
+            for _ in range(runs + 1):
+                cpu0, t0 = _cpu(), time.perf_counter()
+                report = await agent.run_once(dry_run=True)
+                out.append((report, time.perf_counter() - t0, _cpu() - cpu0))
+        return out
+
+    return asyncio.run(all_cycles())
+
+
 def _dry_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
     """``runs`` dry-run cycles, each by a fresh Agent (as a cold ``--once`` run): (report, wall, cpu)."""
     from mlsvc_discover.controller import Agent
@@ -170,7 +186,24 @@ def aws_seed(task: dict[str, Any]) -> dict[str, Any]:
     return {"runs": [], "seeded_pairs": seeded}
 
 
+def _aws_run(report: Any, wall: float, cpu: float, name: str) -> dict[str, Any]:
+    stats = report.discoverers[name]
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "discover_seconds": stats.duration,
+        "findings": stats.findings,
+        "failures": stats.failures,
+        "reasons": sorted({f.reason for f in report.failures})[:5],
+    }
+
+
 def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
+    """The sagemaker discoverer over explicit accounts, doing the naive script's work (no managed MLflow).
+
+    ``runs`` cold cycles (a fresh Agent each, as ``--once``), then one long-running Agent: its
+    first cycle and ``runs`` more, the daemon's steady state (clients and credentials reused).
+    """
     import botocore.session  # noqa: F401 - loaded before the timers, as in a running agent
 
     from mlsvc_discover.config import parse_config
@@ -184,6 +217,8 @@ def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
                 "endpoint_url": task["endpoint"],
                 "regions": task["regions"],
                 "accounts": [{"role_arn": f"arn:aws:iam::{a}:role/{ROLE_NAME}"} for a in task["accounts"]],
+                # The naive script lists models, package groups and endpoints only: same work.
+                "managed_mlflow": {"enabled": False},
                 **settings,
             }
         ]
@@ -194,20 +229,59 @@ def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
         f"max_concurrency_per_account={d.max_concurrency_per_account}, "  # type: ignore[attr-defined]
         f"max_accounts_concurrency={d.max_accounts_concurrency}"  # type: ignore[attr-defined]
     )
-    runs = []
-    for report, wall, cpu in _dry_cycles(config, task["runs"]):
-        stats = report.discoverers["aws"]
-        runs.append(
+    cold = [_aws_run(*c, "aws") for c in _dry_cycles(config, task["runs"])]
+    warm = [_aws_run(*c, "aws") for c in _warm_cycles(config, task["runs"])]
+    return {"runs": cold, "warm_first": warm[0], "warm": warm[1:], "setting": setting}
+
+
+def aws_org_seed(task: dict[str, Any]) -> dict[str, Any]:
+    """An organization of ``n`` member accounts in moto, with models and managed MLflow in some pairs."""
+    import boto3
+    from tests.support.aws_fake import control
+
+    endpoint = task["endpoint"]
+    base = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    orgs = base.client("organizations", endpoint_url=endpoint)
+    orgs.create_organization(FeatureSet="ALL")
+    accounts = []
+    for i in range(task["n"]):
+        status = orgs.create_account(Email=f"member-{i}@example.com", AccountName=f"member-{i}")
+        accounts.append(status["CreateAccountStatus"]["AccountId"])
+    servers = apps = 0
+    for i, account in enumerate(accounts):
+        for j, region in enumerate(task["regions"]):
+            if (i + j) % 4 == 0:
+                control(endpoint, "tracking-server", {"account": account, "region": region, "name": f"team-{i}"})
+                servers += 1
+            if (i + j) % 9 == 0:
+                control(endpoint, "app", {"account": account, "region": region, "name": f"app-{i}"})
+                apps += 1
+    seeded = aws_seed(
+        {"endpoint": endpoint, "pairs": [(a, task["regions"][0], 1) for i, a in enumerate(accounts) if i % 5 == 0]}
+    )
+    return {"runs": [], "accounts": accounts, "servers": servers, "apps": apps, "usage": seeded["seeded_pairs"]}
+
+
+def aws_org_agent(task: dict[str, Any]) -> dict[str, Any]:
+    """The sagemaker discoverer over a whole organization, managed MLflow included; long-running."""
+    import botocore.session  # noqa: F401 - loaded before the timers, as in a running agent
+
+    from mlsvc_discover.config import parse_config
+
+    raw = {
+        "discoverers": [
             {
-                "wall": wall,
-                "cpu": cpu,
-                "discover_seconds": stats.duration,
-                "findings": stats.findings,
-                "failures": stats.failures,
-                "reasons": sorted({f.reason for f in report.failures})[:5],
+                "type": "sagemaker",
+                "name": "org",
+                "endpoint_url": task["endpoint"],
+                "regions": task["regions"],
+                "organization": {"member_role_name": ROLE_NAME},
             }
-        )
-    return {"runs": runs, "setting": setting}
+        ]
+    }
+    config = parse_config(raw, env={})
+    cycles = [_aws_run(*c, "org") for c in _warm_cycles(config, task["runs"])]
+    return {"first": cycles[0], "runs": cycles[1:]}
 
 
 def aws_naive(task: dict[str, Any]) -> dict[str, Any]:
@@ -398,6 +472,8 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aws-seed": aws_seed,
     "aws-agent": aws_agent,
     "aws-naive": aws_naive,
+    "aws-org-seed": aws_org_seed,
+    "aws-org-agent": aws_org_agent,
     "catalog-agent": catalog_agent,
     "catalog-naive": catalog_naive,
     "long-running": long_running,

@@ -11,6 +11,8 @@ fi
 echo "== ruff"
 .venv/bin/ruff check src tests bench demo
 .venv/bin/ruff format --check src tests bench demo
+echo "== import layers (import-linter, [tool.importlinter] in pyproject.toml)"
+.venv/bin/lint-imports
 echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== pytest"

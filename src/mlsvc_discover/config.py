@@ -10,11 +10,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BeforeValidator,
     Field,
     SecretStr,
     SerializeAsAny,
@@ -23,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlsvc_discover._crontab import cron_trigger
+from mlsvc_discover._duration import Duration, parse_duration
 from mlsvc_discover._errors import ConfigError
 from mlsvc_discover.ingestion import IngestionSettings
 from mlsvc_discover.sources.base import DiscovererConfig, StrictModel
@@ -42,27 +43,6 @@ __all__ = [
 CONFIG_ENV = "MLSVC_DISCOVER_CONFIG"
 HOST_ENV = "OPENMETADATA_HOST"
 TOKEN_ENV = "OPENMETADATA_JWT_TOKEN"  # noqa: S105 - a variable name, not a value
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """``"15m"`` -> 900.0. Numbers are seconds. Raises ValueError with the accepted forms."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 15m, 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 500ms, 30s, 15m, 1h or 1d")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class OpenMetadataConfig(StrictModel):
@@ -120,10 +100,8 @@ class ScheduleConfig(StrictModel):
     def _valid_cron(cls, value: str | None) -> str | None:
         # A field validator, so the error names `schedule.cron` rather than `schedule`.
         if value is not None:
-            # The daemon's builder, so config accepts exactly what the scheduler will run
+            # The scheduler's own builder, so config accepts exactly what the scheduler will run
             # (standard crontab weekdays: 0 and 7 are Sunday).
-            from mlsvc_discover.daemon import cron_trigger
-
             try:
                 cron_trigger(value)
             except ValueError as exc:

@@ -92,7 +92,7 @@ class IngestionSettings(_Strict):
         if value is None or value.strip() in AIRFLOW_PRESETS:
             return value.strip() if value is not None else None
         # The daemon's own parser: the same crontab dialect the agent itself is scheduled with.
-        from mlsvc_discover.daemon import cron_trigger
+        from mlsvc_discover._crontab import cron_trigger
 
         try:
             cron_trigger(value)

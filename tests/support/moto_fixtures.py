@@ -1,6 +1,8 @@
 """A real ``moto_server`` on loopback, a seeded two-account AWS world, and a fault-injecting proxy.
 
-``moto_server`` (session scope) starts one moto process and points the AWS environment of the
+``moto_server`` (session scope) starts one moto process (moto's server app behind
+:mod:`tests.support.aws_fake`, which adds SageMaker's managed MLflow calls, refused roles and
+faults, driven with :meth:`MotoServer.fake`) and points the AWS environment of the
 test session at throw-away credentials and config files, so neither the developer's own AWS
 files nor instance metadata are ever read. ``aws_world`` (function scope) resets moto and seeds
 two accounts reached by assuming roles, each with two regions, some in use and some empty.
@@ -99,8 +101,14 @@ class MotoServer:
             return bytes(response.read())
 
     def reset(self) -> None:
-        """Forget every resource, in every account and region."""
+        """Forget every resource, in every account and region (the fake's state too)."""
         self.post("/moto-api/reset")
+
+    def fake(self, command: str, **body: Any) -> Any:
+        """Drive the fake in front of moto (see :class:`tests.support.aws_fake.FakeControl`)."""
+        from tests.support.aws_fake import control
+
+        return control(self.url, command, body)
 
     def require_auth(self, after_requests: float) -> None:
         """Make moto check signatures and IAM policies after ``after_requests`` more requests.
@@ -201,14 +209,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
 
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        executable = Path(sys.executable).parent / "moto_server"
         started = time.monotonic()
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+                [sys.executable, "-m", "tests.support.aws_fake", "--port", str(port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ),
+                cwd=Path(__file__).resolve().parents[2],
             )
         try:
             _wait_until_up(url, process, log)

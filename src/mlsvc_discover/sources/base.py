@@ -24,6 +24,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlsvc_discover._errors import MappingError
+from mlsvc_discover._templates import check_template
 from mlsvc_discover.ingestion import IngestionSettings
 
 __all__ = [
@@ -132,8 +133,6 @@ class DiscovererConfig(StrictModel):
         # A template that can never give a name is a config error (exit 2, nothing contacted),
         # not the same mapping failure repeated for every finding of every cycle.
         if value is not None:
-            from mlsvc_discover.mapper import check_template  # the mapper imports this module
-
             try:
                 check_template(value)
             except MappingError as exc:

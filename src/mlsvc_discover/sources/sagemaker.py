@@ -1,17 +1,23 @@
-"""The ``sagemaker`` discoverer: one ML model service per AWS (account, region) that uses SageMaker.
+"""The ``sagemaker`` discoverer: SageMaker use per AWS (account, region), and SageMaker-managed MLflow.
 
-For every configured account it obtains credentials (a named profile, the ambient chain, and
-optionally an assumed role on top), works out the regions to look at, and in each region reads
-the first non-empty page of models, model package groups and endpoints. A region counts as "in
-use" when any of the three is non-empty; only those are reported unless ``register_empty``.
+Accounts are the configured ``accounts`` and, with ``organization``, every active account of an
+AWS organization, listed afresh each cycle (:mod:`mlsvc_discover.aws.organization`). For every
+account it obtains credentials (a named profile, the ambient chain, and optionally an assumed
+role on top), works out the regions to look at, and in each region:
 
-botocore is synchronous, so all AWS work runs in a thread pool owned by the discoverer. botocore
-is imported lazily, inside those threads: the agent must answer its first probe within a second
-and a config without SageMaker must never pay for importing it. botocore is used directly rather
-than through boto3 because boto3 adds nothing here but an import, and because sharing one
-botocore data loader across every session in the process saves parsing the large SageMaker service
-model again for each account and cycle (about 150 ms of CPU each); a boto3 session would also append to
-the shared loader's search path every time one is created.
+- ``sagemaker_usage``: reads the first non-empty page of models, model package groups and
+  endpoints. A region counts as "in use" when any of the three is non-empty; only those are
+  reported unless ``register_empty``. One ``SageMaker`` finding per such region.
+- ``managed_mlflow``: lists managed MLflow tracking servers and MLflow Apps
+  (:mod:`mlsvc_discover.aws.managed_mlflow`); one ``Mlflow`` finding per present resource.
+
+Clients and assumed-role credentials live in an :class:`~mlsvc_discover.aws.fleet.AwsFleet`
+kept between cycles.
+
+Credentials, sessions, regions and error translation are the shared AWS parts in
+:mod:`mlsvc_discover.aws`; this module holds only what is SageMaker's: its config, the three
+listings, and how accounts and regions become scopes and findings. botocore is synchronous, so
+all AWS work runs in a thread pool owned by the discoverer.
 
 Failures never escape :meth:`SageMakerDiscoverer.discover`: they become a failed scope and an
 :class:`ItemFailure` whose reason names the account or region and never any key or token.
@@ -21,18 +27,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from mlsvc_discover._errors import ProbeError
-from mlsvc_discover.config import Duration
-from mlsvc_discover.models import validate_service_name
+from mlsvc_discover._duration import Duration
+from mlsvc_discover._errors import MappingError
+from mlsvc_discover._templates import check_template
+from mlsvc_discover.aws import (
+    AwsAccount,
+    AwsClients,
+    AwsProbeError,
+    RegionsSpec,
+    check_endpoint_url,
+    check_regions,
+    clean_aws_text,
+    first_page,
+    translate_aws_error,
+)
+from mlsvc_discover.aws.fleet import AwsFleet, FleetAccount
+from mlsvc_discover.aws.managed_mlflow import ManagedMlflow, list_managed_mlflow
+from mlsvc_discover.aws.organization import (
+    MemberAccount,
+    OrganizationConfig,
+    list_member_accounts,
+    partition_of_region,
+)
+from mlsvc_discover.aws.regions import PARTITION_HOME
 from mlsvc_discover.sources.base import (
     Discoverer,
     DiscovererConfig,
@@ -46,25 +71,10 @@ from mlsvc_discover.sources.base import (
     StrictModel,
 )
 
-if TYPE_CHECKING:
-    from botocore.client import BaseClient
-    from botocore.config import Config
-    from botocore.loaders import Loader
-    from botocore.session import Session
-
-__all__ = ["AwsAccount", "AwsProbeError", "SageMakerConfig", "SageMakerDiscoverer"]
+# AwsAccount and AwsProbeError live in mlsvc_discover.aws; re-exported for existing imports.
+__all__ = ["AwsAccount", "AwsProbeError", "ManagedMlflowConfig", "SageMakerConfig", "SageMakerDiscoverer"]
 
 log = logging.getLogger(__name__)
-
-# re.ASCII: AWS's \w is ASCII-only; Python's would also accept any Unicode letter.
-_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
-_SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
-_EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-
-# Where STS and EC2 are asked when no region is configured; one per partition because a
-# partition's credentials are worthless in another's endpoints.
-_PARTITION_HOME = {"aws": "us-east-1", "aws-cn": "cn-north-1", "aws-us-gov": "us-gov-west-1"}
 
 # (operation, key of the items in a page, attribute name in the finding)
 _LISTINGS = (
@@ -73,187 +83,44 @@ _LISTINGS = (
     ("list_endpoints", "Endpoints", "endpoints"),
 )
 _PAGE_SIZE = 100  # the largest MaxResults all three list calls accept
-
-_ACCESS_DENIED = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess", "AuthorizationError"}
-)
-_BAD_CREDENTIALS = frozenset(
-    {
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "RequestExpired",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "InvalidAccessKeyId",
-        "InvalidToken",
-        "MissingAuthenticationToken",
-        "AuthFailure",
-    }
-)
-# In a region call, after STS has just accepted the same credentials, these mean the region
-# itself refuses them: an opt-in region that is not enabled answers exactly like this.
-_REGION_REFUSED = frozenset(
-    {"UnrecognizedClientException", "InvalidClientTokenId", "AuthFailure", "OptInRequired", "InvalidRegion"}
-)
-_THROTTLED = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "SlowDown",
-        "BandwidthLimitExceeded",
-        "ProvisionedThroughputExceededException",
-        "EC2ThrottledException",
-        "PriorRequestNotComplete",
-    }
-)
-
-# Access key ids are not secret in AWS's eyes but identify a credential; keep them out of text.
-_ACCESS_KEY_ID_RE = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
-_USERINFO_RE = re.compile(r"(://)[^/@\s]+@")
-_REASON_LIMIT = 300
+# The SageMaker operations behind the `sagemaker_usage` finding (the README's IAM policy lists them).
+USAGE_OPERATIONS = ("ListModels", "ListModelPackageGroups", "ListEndpoints")
 
 
-# --- configuration -----------------------------------------------------------------------------
+def _template(value: str) -> str:
+    try:
+        check_template(value)
+    except MappingError as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
-def _regions_before(value: Any) -> Any:
-    """Check region names before the union is tried, so the error is one readable line."""
-    if value == "all" or value is None:
-        return value
-    if isinstance(value, str):
-        raise ValueError(f"{value!r} is not a list of regions; write [{value}] or `all`")
-    if not isinstance(value, list | tuple):
-        raise ValueError("expected a list of region names such as [us-east-1, eu-west-1], or `all`")
-    if not value:
-        raise ValueError("the region list is empty; list at least one region or write `all`")
-    seen: list[str] = []
-    for i, region in enumerate(value):
-        if not isinstance(region, str) or not _REGION_RE.fullmatch(region):
-            raise ValueError(f"item {i}: {region!r} is not an AWS region name; write e.g. us-east-1 or eu-west-1")
-        if region not in seen:
-            seen.append(region)
-    return seen
+class ManagedMlflowConfig(StrictModel):
+    """SageMaker-managed MLflow: tracking servers and MLflow Apps, each an `Mlflow` service."""
 
-
-class AwsAccount(StrictModel):
-    """One AWS account to look at, and how to get credentials for it.
-
-    Credentials come from ``profile`` when set, else from the ambient chain (environment,
-    container or instance role). With ``role_arn`` those credentials assume the role and the
-    role's temporary credentials are used instead.
-    """
-
-    role_arn: str | None = Field(
-        default=None,
-        description="IAM role to assume, e.g. `arn:aws:iam::123456789012:role/mlsvc-discover`; "
-        "its account is the one looked at.",
+    enabled: bool = Field(
+        default=True, description="List managed MLflow tracking servers and MLflow Apps in every (account, region)."
     )
-    external_id: SecretStr | None = Field(
-        default=None, description="ExternalId the role's trust policy requires (only with role_arn). Secret."
+    tracking_servers: bool = Field(default=True, description="Register MLflow tracking servers.")
+    apps: bool = Field(default=True, description="Register serverless MLflow Apps.")
+    name_template: str = Field(
+        default="sagemaker-mlflow-{account}-{region}-{server}",
+        description="Service name of a tracking server; placeholders: account, region, server, mlflow_version, "
+        "status, resource, discoverer, account_name and the account's labels.",
     )
-    session_name: str = Field(
-        default="mlsvc-discover",
-        description="RoleSessionName of the assumed role (2-64 characters of letters, digits and `+=,.@_-`); "
-        "shows in CloudTrail.",
-    )
-    profile: str | None = Field(
-        default=None,
-        description="Named profile of the AWS config files to take credentials from; unset uses the ambient chain.",
-    )
-    regions: list[str] | Literal["all"] | None = Field(
-        default=None, description="Regions of this account, overriding the discoverer's `regions`."
+    app_name_template: str = Field(
+        default="sagemaker-mlflow-app-{account}-{region}-{server}",
+        description="Service name of an MLflow App; the same placeholders (server is the App's name).",
     )
     metadata: ServiceMetadata | None = Field(
-        default=None, description="Metadata for this account's services, overriding the discoverer's `defaults`."
-    )
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Extra labels for name and metadata templates of this account's services."
-    )
-    name: str | None = Field(
         default=None,
-        description="Explicit service name; only when the account has exactly one region (else use name_template).",
-    )
-    send_access_keys: bool = Field(
-        default=False,
-        description="Put the access key id, secret key and session token used into the service's awsConfig. "
-        "Off by default: anyone who can read the service in OpenMetadata could use them.",
+        description="Metadata for managed MLflow services, over the discoverer's `defaults` and the account's.",
     )
 
-    @field_validator("role_arn")
+    @field_validator("name_template", "app_name_template")
     @classmethod
-    def _check_role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not _ROLE_ARN_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not an IAM role ARN; expected arn:aws:iam::<12-digit account id>:role/<name>, "
-                "e.g. arn:aws:iam::123456789012:role/mlsvc-discover"
-            )
-        return value
-
-    @field_validator("session_name")
-    @classmethod
-    def _check_session_name(cls, value: str) -> str:
-        if not _SESSION_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid role session name; use 2 to 64 characters from letters, digits "
-                "and + = , . @ _ -"
-            )
-        return value
-
-    @field_validator("external_id")
-    @classmethod
-    def _check_external_id(cls, value: SecretStr | None) -> SecretStr | None:
-        # The value is secret: the message describes the rule and never echoes it.
-        if value is not None and not _EXTERNAL_ID_RE.fullmatch(value.get_secret_value()):
-            raise ValueError("external_id must be 2 to 1224 characters from letters, digits and + = , . @ : / _ -")
-        return value
-
-    @field_validator("profile")
-    @classmethod
-    def _check_profile(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("profile is empty; name a profile of the AWS config files or remove the key")
-        return value
-
-    @field_validator("regions", mode="before")
-    @classmethod
-    def _check_regions(cls, value: Any) -> Any:
-        return _regions_before(value)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        return None if value is None else validate_service_name(value)
-
-    @model_validator(mode="after")
-    def _role_only_options(self) -> AwsAccount:
-        if self.role_arn is None:
-            if self.external_id is not None:
-                raise ValueError("external_id is only used with role_arn; add role_arn or remove external_id")
-            if "session_name" in self.model_fields_set:
-                raise ValueError("session_name is only used with role_arn; add role_arn or remove session_name")
-        return self
-
-    @property
-    def label(self) -> str:
-        """How the account is named in reasons before (or without) knowing its id."""
-        if self.role_arn and self.profile:
-            return f"{self.role_arn} (via profile {self.profile})"
-        if self.role_arn:
-            return self.role_arn
-        if self.profile:
-            return f"profile {self.profile}"
-        return "default credentials"
-
-    @property
-    def role_account_id(self) -> str | None:
-        return self.role_arn.split(":")[4] if self.role_arn else None
+    def _check_template(cls, value: str) -> str:
+        return _template(value)
 
 
 class SageMakerConfig(DiscovererConfig):
@@ -264,7 +131,24 @@ class SageMakerConfig(DiscovererConfig):
         description="Regions to look at in every account (accounts can override): a list such as "
         "[us-east-1, eu-west-1], or `all` for every region that offers SageMaker and is enabled for the account.",
     )
-    accounts: list[AwsAccount] = Field(min_length=1, description="AWS accounts to look at (at least one).")
+    organization: OrganizationConfig | None = Field(
+        default=None,
+        description="Also look at every active account of an AWS organization, listed afresh every cycle "
+        "(explicit `accounts` win for the same account id).",
+    )
+    accounts: list[AwsAccount] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="AWS accounts to look at (at least one, unless `organization` is set).",
+    )
+    sagemaker_usage: bool = Field(
+        default=True,
+        description="Register a `SageMaker` service per (account, region) holding models, package groups or endpoints.",
+    )
+    managed_mlflow: ManagedMlflowConfig = Field(
+        default_factory=ManagedMlflowConfig,
+        description="Register SageMaker-managed MLflow tracking servers and Apps as `Mlflow` services.",
+    )
     register_empty: bool = Field(
         default=False,
         description="Also register (account, region) pairs with no models, model package groups or endpoints.",
@@ -292,24 +176,19 @@ class SageMakerConfig(DiscovererConfig):
     def _check_regions(cls, value: Any) -> Any:
         if value is None:
             raise ValueError("list the regions to look at, e.g. [us-east-1, eu-west-1], or write `all`")
-        return _regions_before(value)
+        return check_regions(value)
 
     @field_validator("endpoint_url")
     @classmethod
     def _check_endpoint_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{_redact_userinfo(value)!r} is not an http(s) URL; write e.g. http://127.0.0.1:5000")
-        if _USERINFO_RE.search(value):
-            # AWS requests are signed; a password in the URL would only leak into logs and the catalog.
-            raise ValueError("endpoint_url must not contain user:password@; AWS calls are signed with the credentials")
-        return value.rstrip("/")
+        return check_endpoint_url(value)
 
     @field_validator("accounts")
     @classmethod
     def _check_accounts(cls, accounts: list[AwsAccount], info: ValidationInfo) -> list[AwsAccount]:
-        # `regions` is declared before `accounts`, so it is in info.data when it was valid.
+        # `regions` and `organization` are declared before `accounts`: in info.data when valid.
+        if not accounts and info.data.get("organization") is None:
+            raise ValueError("list at least 1 item in accounts, or configure organization")
         default_regions = info.data.get("regions")
         seen: dict[tuple[str | None, str | None], int] = {}
         names: dict[str, int] = {}
@@ -336,194 +215,25 @@ class SageMakerConfig(DiscovererConfig):
                 )
         return accounts
 
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-class AwsProbeError(ProbeError):
-    """An AWS account or region could not be looked at; ``kind`` is a short category.
-
-    Kinds: ``access_denied``, ``expired_credentials`` (expired, invalid or missing credentials),
-    ``region_unavailable``, ``throttled``, ``unreachable``, ``error``.
-    """
-
-    def __init__(self, reason: str, *, kind: str) -> None:
-        self.kind = kind
-        super().__init__(reason)
-
-
-def _redact_userinfo(text: str) -> str:
-    return _USERINFO_RE.sub(r"\1***@", text)
-
-
-def _clean(text: str, secrets: Iterable[str]) -> str:
-    """Text from AWS made safe and short enough to put in a reason."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _redact_userinfo(_ACCESS_KEY_ID_RE.sub("***", text))
-    text = " ".join(text.split())
-    return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 1] + "…"
-
-
-def _translate(
-    exc: Exception, *, where: str | None, secrets: Iterable[str], region_call: bool = False
-) -> AwsProbeError:
-    """Turn a botocore error into an :class:`AwsProbeError` with a category and a safe reason.
-
-    ``where`` prefixes the reason (e.g. ``cannot assume role arn:...``); ``region_call`` says the
-    credentials were already accepted by STS, which changes what an authentication error means.
-    """
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionError,
-        HTTPClientError,
-        NoCredentialsError,
-        PartialCredentialsError,
-        ProfileNotFound,
-    )
-
-    kind = "error"
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "UnknownError")
-        message = _clean(str(error.get("Message") or ""), secrets)
-        operation = exc.operation_name
-        attempts = int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
-        if code in _THROTTLED:
-            kind = "throttled"
-            detail = f"throttled ({code} on {operation} after {attempts} attempt{'s' if attempts > 1 else ''})"
-        elif code in _ACCESS_DENIED:
-            kind = "access_denied"
-            detail = f"{code} ({message})" if message else code
-        elif region_call and code in _REGION_REFUSED:
-            kind = "region_unavailable"
-            detail = f"region not enabled for this account or it refuses the credentials ({code} on {operation})"
-        elif code in _BAD_CREDENTIALS:
-            # No message: a signature error's message can quote the canonical request, token included.
-            kind = "expired_credentials"
-            detail = f"credentials expired or invalid ({code})"
-        else:
-            detail = f"{code} on {operation}: {message}" if message else f"{code} on {operation}"
-    elif isinstance(exc, ConnectionError | HTTPClientError):
-        kind = "unreachable"
-        url = getattr(exc, "kwargs", {}).get("endpoint_url")
-        target = _redact_userinfo(str(url)) if url else "the AWS endpoint"
-        detail = f"cannot reach {target} ({type(exc).__name__})"
-    elif isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        kind = "expired_credentials"
-        detail = f"no usable AWS credentials found ({type(exc).__name__})"
-    elif isinstance(exc, ProfileNotFound):
-        detail = f"profile {exc.kwargs.get('profile')!r} is not in the AWS config files"
-    else:
-        detail = f"{type(exc).__name__}: {_clean(str(exc), secrets)}"
-    return AwsProbeError(f"{where}: {detail}" if where else detail, kind=kind)
-
-
-# --- AWS plumbing (runs in worker threads) -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Keys:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None
-
-    def values(self) -> list[str]:
-        return [v for v in (self.access_key_id, self.secret_access_key, self.session_token) if v]
-
-
-_loader_lock = threading.Lock()
-_loader: Loader | None = None
-
-
-def _shared_loader() -> Loader:
-    """One botocore data loader for the process.
-
-    The loader caches parsed service models (SageMaker's alone takes about 150 ms to parse);
-    they are read-only, so every session of every discoverer instance can share them.
-    """
-    global _loader  # noqa: PLW0603 - a lazily built process-wide cache
-    with _loader_lock:
-        if _loader is None:
-            from botocore.loaders import create_loader
-
-            _loader = create_loader()
-        return _loader
-
-
-class _Aws:
-    """botocore pieces shared by every account of one discoverer; built once, in a worker thread."""
-
-    def __init__(self, config: SageMakerConfig) -> None:
-        from botocore.config import Config
-
-        self.loader = _shared_loader()
-        self.endpoint_url = config.endpoint_url
-        self.client_config: Config = Config(
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            # total_max_attempts counts the first try; botocore's "max_attempts" key counts retries.
-            retries={"total_max_attempts": config.max_attempts, "mode": "standard"},
-            user_agent_extra="mlsvc-discover",
-        )
-
-    def session(self, profile: str | None = None, keys: _Keys | None = None) -> Session:
-        from botocore.session import Session
-
-        session = Session(profile=profile)
-        session.register_component("data_loader", self.loader)
-        if keys is not None:
-            session.set_credentials(keys.access_key_id, keys.secret_access_key, keys.session_token)
-        return session
-
-    def client(self, session: Session, lock: threading.Lock, service: str, region: str) -> BaseClient:
-        # A botocore session is not thread-safe while it creates clients (credential resolution
-        # and caches); the clients it returns are.
-        with lock:
-            return session.create_client(
-                service, region_name=region, endpoint_url=self.endpoint_url, config=self.client_config
-            )
-
-
-def _call(client: BaseClient, operation: str, **params: Any) -> dict[str, Any]:
-    # The stubs' BaseClient does not declare the generated operation methods.
-    method = cast("Callable[..., dict[str, Any]]", getattr(client, operation))
-    return method(**params)
-
-
-def _first_page(client: BaseClient, operation: str, key: str) -> tuple[int, bool]:
-    """Items on the first non-empty page, and whether more pages follow (counts are then partial)."""
-    pages: Iterator[dict[str, Any]] = iter(
-        client.get_paginator(operation).paginate(PaginationConfig={"PageSize": _PAGE_SIZE})
-    )
-    for page in pages:
-        items = page.get(key) or []
-        if items:
-            return len(items), bool(page.get("NextToken"))
-    return 0, False
-
-
-@dataclass
-class _OpenAccount:
-    """An account whose credentials worked: who it is and which regions to look at."""
-
-    account_id: str
-    session: Session
-    lock: threading.Lock
-    regions: list[str]
-    keys: _Keys | None
+    @model_validator(mode="after")
+    def _something_to_find(self) -> SageMakerConfig:
+        if not self.sagemaker_usage and not self.managed_mlflow.enabled:
+            raise ValueError("sagemaker_usage and managed_mlflow.enabled are both off: switch one on")
+        return self
 
 
 @dataclass(frozen=True)
 class _RegionCounts:
     counts: dict[str, int]
     complete: bool
+    mlflow: list[ManagedMlflow] = field(default_factory=list)
+    mlflow_error: AwsProbeError | None = None
 
 
 @dataclass
 class _AccountOutcome:
     index: int
+    origin: str  # accounts[i], or "organization"
     account: AwsAccount
     account_id: str | None
     scope: ScopeOutcome
@@ -543,14 +253,23 @@ def _keep_worse(outcomes: dict[Scope, ScopeOutcome], outcome: ScopeOutcome) -> N
 
 
 class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
-    """Finds the (account, region) pairs where SageMaker holds models, package groups or endpoints.
+    """Finds SageMaker use per (account, region), and SageMaker-managed MLflow servers and Apps.
 
-    Finding attributes: ``account_id``, ``region``, ``role_arn``, ``session_name``, ``profile``,
-    ``endpoint_url``, ``external_id_set``, ``models``, ``model_package_groups``, ``endpoints``
-    (items on the first non-empty page of each listing, at most 100), ``counts_complete`` (false
-    when a listing had more pages than were read) and, only with ``send_access_keys``,
-    ``access_keys`` = ``{"access_key_id": str, "secret_access_key": SecretStr,
-    "session_token": SecretStr | None}``.
+    Accounts are the configured ``accounts`` plus, with ``organization``, the active member
+    accounts listed every cycle. Credentials and clients live in an :class:`AwsFleet` kept
+    between cycles (assumed-role credentials refresh before they expire).
+
+    ``SageMaker`` finding attributes: ``account_id``, ``region``, ``role_arn``, ``session_name``,
+    ``profile``, ``endpoint_url``, ``external_id_set``, ``models``, ``model_package_groups``,
+    ``endpoints`` (items on the first non-empty page of each listing, at most 100),
+    ``counts_complete`` (false when a listing had more pages than were read) and, only with
+    ``send_access_keys``, ``access_keys`` = ``{"access_key_id": str, "secret_access_key":
+    SecretStr, "session_token": SecretStr | None}``.
+
+    ``Mlflow`` finding attributes (managed MLflow): ``tracking_uri`` and ``registry_uri`` (both
+    the resource ARN), ``arn``, ``resource`` (``tracking-server`` or ``app``), ``account_id``,
+    ``region``, ``status``, ``mlflow_version``, ``url`` (tracking servers' UI). Key: the ARN;
+    scope: ``(sagemaker, <name>, <account>, <region>)``.
     """
 
     config_model: ClassVar[type[DiscovererConfig]] = SageMakerConfig
@@ -558,12 +277,15 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
     def __init__(self, config: SageMakerConfig) -> None:
         super().__init__(config)
         self._executor: ThreadPoolExecutor | None = None
-        self._aws: _Aws | None = None
+        self._aws: AwsClients | None = None
+        self._fleet: AwsFleet | None = None
         self._aws_lock = threading.Lock()
         # Account ids of profile/ambient accounts seen in earlier cycles: when such an account
         # fails later, its scope still carries the id, so its services stay protected by it.
         self._known_ids: dict[int, str] = {}
         self._run_secrets: tuple[str, ...] = ()
+        # Member entries by (account id, name, partition): built once, not per cycle.
+        self._members: dict[tuple[str, str, str], AwsAccount] = {}
 
     # -- lifecycle
 
@@ -576,92 +298,194 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             )
         return self._executor
 
-    def _runtime(self) -> _Aws:
+    def _runtime(self) -> AwsClients:
         with self._aws_lock:
             if self._aws is None:
-                self._aws = _Aws(self.config)
+                cfg = self.config
+                self._aws = AwsClients(
+                    endpoint_url=cfg.endpoint_url,
+                    connect_timeout=cfg.connect_timeout,
+                    read_timeout=cfg.read_timeout,
+                    max_attempts=cfg.max_attempts,
+                )
             return self._aws
+
+    def _fleet_now(self) -> AwsFleet:
+        """The fleet kept between cycles (built on first use, in a worker thread)."""
+        aws = self._runtime()
+        with self._aws_lock:
+            if self._fleet is None:
+                cfg = self.config
+                self._fleet = AwsFleet(
+                    aws, max_pool_connections=cfg.max_accounts_concurrency * cfg.max_concurrency_per_account
+                )
+            return self._fleet
 
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
             # Off the event loop: threads in flight finish within botocore's own timeouts.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await asyncio.to_thread(fleet.close)
 
     def secrets(self) -> Sequence[str]:
-        external = [a.external_id.get_secret_value() for a in self.config.accounts if a.external_id is not None]
+        cfg = self.config
+        external = [a.external_id.get_secret_value() for a in cfg.accounts if a.external_id is not None]
+        org = cfg.organization
+        if org is not None:
+            external += [s.get_secret_value() for s in (org.external_id, org.member_external_id) if s is not None]
         return tuple(dict.fromkeys([*external, *self._run_secrets]))
 
     # -- discovery
 
     async def discover(self) -> DiscoveryResult:
         cfg = self.config
+        loop = asyncio.get_running_loop()
+        fleet = await loop.run_in_executor(self._pool(), self._fleet_now)
+        fleet.new_cycle()
         gate = asyncio.Semaphore(cfg.max_accounts_concurrency)
+        entries = [(f"accounts[{i}]", a) for i, a in enumerate(cfg.accounts)]
+        org_failure: ItemFailure | None = None
+        org_secrets: list[str] = []
+        if cfg.organization is not None:
+            try:
+                members = await loop.run_in_executor(self._pool(), self._list_members, org_secrets)
+            except Exception as exc:
+                probe = exc if isinstance(exc, AwsProbeError) else self._unexpected(exc, "organization")
+                org_failure = ItemFailure(self.name, "organization", probe.reason, probe.kind)
+            else:
+                # Explicit entries win: an account they reach is not looked at twice.
+                explicit = {a.role_account_id for a in cfg.accounts if a.role_account_id}
+                explicit |= set(self._known_ids.values())
+                entries += [("organization", self._member(m)) for m in members if m.account_id not in explicit]
         outcomes = await self.gather_scopes(
-            [self._account(i, a, gate) for i, a in enumerate(cfg.accounts)],
+            [self._account(i, origin, a, gate) for i, (origin, a) in enumerate(entries)],
             failures=lambda o: len(o.failures),
             unit="accounts",
         )
-        self._run_secrets = tuple(dict.fromkeys(s for o in outcomes for s in o.secrets))
-        return self._assemble(list(outcomes))
+        self._run_secrets = tuple(dict.fromkeys([*org_secrets, *(s for o in outcomes for s in o.secrets)]))
+        return self._assemble(list(outcomes), org_failure)
 
-    def _regions_of(self, account: AwsAccount) -> list[str] | Literal["all"]:
+    def _list_members(self, secrets: list[str]) -> list[MemberAccount]:
+        """The organization's selected active accounts; raises AwsProbeError. Blocking."""
+        org = self.config.organization
+        assert org is not None
+        fleet = self._fleet_now()
+        if org.role_arn:
+            home = PARTITION_HOME.get(org.role_arn.split(":")[1], "us-east-1")
+        else:
+            home = fleet.home_region(org.profile) or "us-east-1"
+        management = fleet.open(org, [home], service="organizations", secrets=secrets)
+        partition = management.partition or partition_of_region(home)
+        members = fleet.run(
+            management.credentials,
+            list_member_accounts,
+            lambda region: fleet.client("organizations", region),
+            org,
+            partition=partition,
+            secrets=secrets,
+        )
+        log.debug("sagemaker %s: organization lists %d selected active account(s)", self.name, len(members))
+        return members
+
+    def _member(self, member: MemberAccount) -> AwsAccount:
+        org = self.config.organization
+        assert org is not None
+        key = (member.account_id, member.name, member.partition)
+        entry = self._members.get(key)
+        if entry is None:
+            fields: dict[str, Any] = {
+                "role_arn": org.role_arn_for(member.account_id, member.partition),
+                "session_name": org.member_session_name,
+                "labels": {"account_name": member.name, **org.labels},
+                "metadata": org.metadata,
+            }
+            if org.member_external_id is not None:
+                fields["external_id"] = org.member_external_id
+            entry = self._members[key] = AwsAccount.model_validate(fields)
+        return entry
+
+    def _regions_of(self, account: AwsAccount) -> RegionsSpec:
         return account.regions if account.regions is not None else self.config.regions
 
-    async def _account(self, index: int, account: AwsAccount, gate: asyncio.Semaphore) -> _AccountOutcome:
+    async def _account(self, index: int, origin: str, account: AwsAccount, gate: asyncio.Semaphore) -> _AccountOutcome:
         cfg = self.config
         loop = asyncio.get_running_loop()
         async with gate:
             known_id = account.role_account_id or self._known_ids.get(index)
+            secrets: list[str] = []
             try:
-                opened = await loop.run_in_executor(self._pool(), self._open_account, account)
+                opened = await loop.run_in_executor(self._pool(), self._open_account, account, secrets)
             except Exception as exc:
                 probe = exc if isinstance(exc, AwsProbeError) else self._unexpected(exc, account.label)
                 scope = (*self.root_scope, known_id or account.label)
                 return _AccountOutcome(
                     index=index,
+                    origin=origin,
                     account=account,
                     account_id=known_id,
                     scope=ScopeOutcome(scope=scope, ok=False, error=probe.reason),
                     failures=[ItemFailure(self.name, account.label, probe.reason, probe.kind)],
+                    secrets=secrets,
                 )
-            self._known_ids[index] = opened.account_id
+            if origin.startswith("accounts["):
+                self._known_ids[index] = opened.account_id
             outcome = _AccountOutcome(
                 index=index,
+                origin=origin,
                 account=account,
                 account_id=opened.account_id,
                 scope=ScopeOutcome(scope=(*self.root_scope, opened.account_id), ok=True),
-                secrets=opened.keys.values() if opened.keys else [],
+                secrets=secrets,
             )
             region_gate = asyncio.Semaphore(cfg.max_concurrency_per_account)
 
             async def check(region: str) -> _RegionCounts | AwsProbeError:
                 async with region_gate:
                     try:
-                        return await loop.run_in_executor(self._pool(), self._check_region, opened, region)
+                        return await loop.run_in_executor(self._pool(), self._check_region, opened, region, secrets)
                     except AwsProbeError as exc:
                         return exc
                     except Exception as exc:
                         return self._unexpected(exc, f"{opened.account_id}/{region}")
 
             results = await asyncio.gather(*(check(r) for r in opened.regions))
+        keys = opened.keys() if account.send_access_keys else None
         for region, res in zip(opened.regions, results, strict=True):
             scope = (*self.root_scope, opened.account_id, region)
+            item = f"{opened.account_id}/{region}"
             if isinstance(res, AwsProbeError):
                 outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=False, error=res.reason))
-                outcome.failures.append(ItemFailure(self.name, f"{opened.account_id}/{region}", res.reason, res.kind))
+                outcome.failures.append(ItemFailure(self.name, item, res.reason, res.kind))
                 continue
-            outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=True))
-            if cfg.register_empty or any(res.counts.values()):
-                outcome.findings.append(self._finding(account, opened, region, res))
+            if res.mlflow_error is not None:
+                # The usage findings of this region stand; the failed scope keeps the region's
+                # managed MLflow services (and its usage service) from being judged gone.
+                reason = f"managed MLflow: {res.mlflow_error.reason}"
+                outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=False, error=reason))
+                outcome.failures.append(ItemFailure(self.name, item, reason, res.mlflow_error.kind))
+            else:
+                outcome.region_scopes.append(ScopeOutcome(scope=scope, ok=True))
+            if cfg.sagemaker_usage and (cfg.register_empty or any(res.counts.values())):
+                outcome.findings.append(self._finding(account, opened, region, res, keys))
+            outcome.findings.extend(self._mlflow_finding(account, opened, region, m) for m in res.mlflow)
         return outcome
 
     def _unexpected(self, exc: Exception, item: str) -> AwsProbeError:
         # A bug or an unforeseen library error: one account or region must not sink the others.
         log.debug("sagemaker %s: unexpected error for %s", self.name, item, exc_info=True)
-        return AwsProbeError(f"unexpected {type(exc).__name__}: {_clean(str(exc), self.secrets())}", kind="error")
+        return AwsProbeError(
+            f"unexpected {type(exc).__name__}: {clean_aws_text(str(exc), self.secrets())}", kind="error"
+        )
 
-    def _finding(self, account: AwsAccount, opened: _OpenAccount, region: str, res: _RegionCounts) -> Finding:
+    def _labels(self, account: AwsAccount, account_id: str, region: str) -> dict[str, str]:
+        return {"account": account_id, "region": region, "discoverer": self.name, **account.labels}
+
+    def _finding(
+        self, account: AwsAccount, opened: FleetAccount, region: str, res: _RegionCounts, keys: Any
+    ) -> Finding:
         cfg = self.config
         attributes: dict[str, Any] = {
             "account_id": opened.account_id,
@@ -674,11 +498,11 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             **res.counts,
             "counts_complete": res.complete,
         }
-        if account.send_access_keys and opened.keys is not None:
+        if account.send_access_keys and keys is not None:
             attributes["access_keys"] = {
-                "access_key_id": opened.keys.access_key_id,
-                "secret_access_key": SecretStr(opened.keys.secret_access_key),
-                "session_token": SecretStr(opened.keys.session_token) if opened.keys.session_token else None,
+                "access_key_id": keys.access_key_id,
+                "secret_access_key": SecretStr(keys.secret_access_key),
+                "session_token": SecretStr(keys.session_token) if keys.session_token else None,
             }
         return Finding(
             kind=PlatformKind.SAGEMAKER,
@@ -686,25 +510,55 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             scope=(*self.root_scope, opened.account_id, region),
             key=f"{opened.account_id}/{region}",
             attributes=attributes,
-            labels={"account": opened.account_id, "region": region, "discoverer": self.name, **account.labels},
-            metadata=self._metadata(account),
+            labels=self._labels(account, opened.account_id, region),
+            metadata=self.config.defaults.merged(account.metadata),
             name=account.name,
             name_template=cfg.name_template,
         )
 
-    def _metadata(self, account: AwsAccount) -> ServiceMetadata:
-        """The discoverer's defaults with every field the account sets replaced (``ServiceMetadata.merged``)."""
-        return self.config.defaults.merged(account.metadata)
+    def _mlflow_finding(self, account: AwsAccount, opened: FleetAccount, region: str, m: ManagedMlflow) -> Finding:
+        managed = self.config.managed_mlflow
+        labels = {
+            **self._labels(account, opened.account_id, region),
+            "server": m.name,
+            "mlflow_version": m.mlflow_version,
+            "status": m.status,
+            "resource": m.kind,
+        }
+        return Finding(
+            kind=PlatformKind.MLFLOW,
+            source=self.name,
+            scope=(*self.root_scope, opened.account_id, region),
+            key=m.arn,
+            attributes={
+                "tracking_uri": m.arn,
+                "registry_uri": m.arn,
+                "arn": m.arn,
+                "resource": m.kind,
+                "account_id": opened.account_id,
+                "region": region,
+                "status": m.status,
+                "mlflow_version": m.mlflow_version,
+                "url": m.url,
+            },
+            labels=labels,
+            metadata=self.config.defaults.merged(account.metadata).merged(managed.metadata),
+            name_template=managed.name_template if m.kind == "tracking-server" else managed.app_name_template,
+        )
 
-    def _assemble(self, outcomes: list[_AccountOutcome]) -> DiscoveryResult:
+    def _assemble(self, outcomes: list[_AccountOutcome], org_failure: ItemFailure | None = None) -> DiscoveryResult:
         result = DiscoveryResult(source=self.name)
         root_errors: list[str] = []
+        if org_failure is not None:
+            # Accounts left out of a failed listing would look gone: nothing may be deleted.
+            root_errors.append(org_failure.reason)
+            result.failures.append(org_failure)
         # Two entries can reach the same account (a profile and a role into it, say). Each
         # (account, region) is reported once, and a scope reported twice fails if either entry
         # failed: a failure in one entry must keep protecting that account's services.
         account_scopes: dict[Scope, ScopeOutcome] = {}
         region_scopes: dict[Scope, ScopeOutcome] = {}
-        found_by: dict[str, int] = {}
+        found_by: dict[tuple[PlatformKind, str], str] = {}
         for o in outcomes:
             if o.account_id is None:
                 # Without an id the failed scope cannot cover this account's earlier services, so
@@ -714,11 +568,12 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             for scope in o.region_scopes:
                 _keep_worse(region_scopes, scope)
             for finding in o.findings:
-                if finding.key in found_by:
-                    reason = f"{finding.key} is also reached by accounts[{found_by[finding.key]}]; reported once"
+                ident = (finding.kind, finding.key)
+                if ident in found_by:
+                    reason = f"{finding.key} is also reached by {found_by[ident]}; reported once"
                     result.skipped.append(ItemFailure(self.name, o.account.label, reason, "error"))
                     continue
-                found_by[finding.key] = o.index
+                found_by[ident] = o.origin
                 result.findings.append(finding)
             result.failures.extend(o.failures)
         root_error = "; ".join(root_errors) if root_errors else None
@@ -731,113 +586,41 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
 
     # -- blocking work, in the pool
 
-    def _open_account(self, account: AwsAccount) -> _OpenAccount:
+    def _open_account(self, account: AwsAccount, secrets: list[str]) -> FleetAccount:
         """Credentials, account id and regions of one account; raises AwsProbeError."""
-        aws = self._runtime()
-        configured = self._regions_of(account)
-        external_id = account.external_id.get_secret_value() if account.external_id else None
-        secrets = [external_id] if external_id else []
-        try:
-            base = aws.session(account.profile)
-            session_region = cast("str | None", base.get_config_variable("region"))
-        except Exception as exc:
-            raise _translate(exc, where=f"cannot use {account.label}", secrets=secrets) from exc
-        lock = threading.Lock()
-        keys: _Keys | None = None
+        opened = self._fleet_now().open(account, self._regions_of(account), service="sagemaker", secrets=secrets)
+        log.debug("sagemaker %s: account %s, %d region(s)", self.name, opened.account_id, len(opened.regions))
+        return opened
 
-        if account.role_arn:
-            partition = account.role_arn.split(":")[1]
-            home = configured[0] if isinstance(configured, list) else _PARTITION_HOME.get(partition, session_region)
-            params: dict[str, Any] = {"RoleArn": account.role_arn, "RoleSessionName": account.session_name}
-            if external_id:
-                params["ExternalId"] = external_id
-            try:
-                sts = aws.client(base, lock, "sts", home or "us-east-1")
-                try:
-                    creds = _call(sts, "assume_role", **params)["Credentials"]
-                finally:
-                    sts.close()
-            except Exception as exc:
-                raise _translate(exc, where=f"cannot assume role {account.role_arn}", secrets=secrets) from exc
-            keys = _Keys(creds["AccessKeyId"], creds["SecretAccessKey"], creds.get("SessionToken"))
-            session = aws.session(keys=keys)
-            account_id = cast("str", account.role_account_id)
-        else:
-            home = configured[0] if isinstance(configured, list) else session_region
-            try:
-                sts = aws.client(base, lock, "sts", home or "us-east-1")
-                try:
-                    identity = _call(sts, "get_caller_identity")
-                finally:
-                    sts.close()
-                frozen = base.get_credentials()
-                frozen_keys = frozen.get_frozen_credentials() if frozen is not None else None
-            except Exception as exc:
-                raise _translate(exc, where=f"cannot identify the account of {account.label}", secrets=secrets) from exc
-            account_id = str(identity["Account"])
-            partition = str(identity.get("Arn", "arn:aws:")).split(":")[1] or "aws"
-            if not isinstance(configured, list) and home is None:
-                home = _PARTITION_HOME.get(partition)
-            if frozen_keys is not None and frozen_keys.access_key and frozen_keys.secret_key:
-                keys = _Keys(frozen_keys.access_key, frozen_keys.secret_key, frozen_keys.token)
-            session = base
-        secrets.extend(keys.values() if keys else [])
-
-        if isinstance(configured, list):
-            regions = list(configured)
-        else:
-            regions = self._enabled_regions(
-                aws=aws,
-                session=session,
-                lock=lock,
-                home=home or "us-east-1",
-                partition=partition,
-                account_id=account_id,
-                secrets=secrets,
-            )
-        log.debug("sagemaker %s: account %s, %d region(s)", self.name, account_id, len(regions))
-        return _OpenAccount(account_id=account_id, session=session, lock=lock, regions=regions, keys=keys)
-
-    def _enabled_regions(
-        self,
-        *,
-        aws: _Aws,
-        session: Session,
-        lock: threading.Lock,
-        home: str,
-        partition: str,
-        account_id: str,
-        secrets: list[str],
-    ) -> list[str]:
-        """Regions offering SageMaker in the partition that the account has enabled, in AWS's order."""
-        offered = session.get_available_regions("sagemaker", partition_name=partition)
-        try:
-            ec2 = aws.client(session, lock, "ec2", home)
-            try:
-                answer = _call(ec2, "describe_regions", AllRegions=False)
-            finally:
-                ec2.close()
-        except Exception as exc:
-            where = f"cannot list the enabled regions of account {account_id}"
-            raise _translate(exc, where=where, secrets=secrets) from exc
-        # AllRegions=False already leaves disabled opt-in regions out on AWS; the status check
-        # also holds where an implementation (moto) returns every region regardless.
-        enabled = {r["RegionName"] for r in answer.get("Regions", []) if r.get("OptInStatus") != "not-opted-in"}
-        return [r for r in offered if r in enabled]
-
-    def _check_region(self, opened: _OpenAccount, region: str) -> _RegionCounts:
-        aws = self._runtime()
-        secrets = opened.keys.values() if opened.keys else []
+    def _check_region(self, opened: FleetAccount, region: str, secrets: list[str]) -> _RegionCounts:
+        fleet = self._fleet_now()
+        cfg = self.config
         counts: dict[str, int] = {}
         complete = True
         try:
-            client = aws.client(opened.session, opened.lock, "sagemaker", region)
-            try:
+            client = fleet.client("sagemaker", region)
+            if cfg.sagemaker_usage:
                 for operation, key, attribute in _LISTINGS:
-                    counts[attribute], more = _first_page(client, operation, key)
+                    counts[attribute], more = fleet.run(
+                        opened.credentials, first_page, client, operation, key, page_size=_PAGE_SIZE
+                    )
                     complete = complete and not more
-            finally:
-                client.close()
         except Exception as exc:
-            raise _translate(exc, where=None, secrets=secrets, region_call=True) from exc
-        return _RegionCounts(counts=counts, complete=complete)
+            raise translate_aws_error(exc, where=None, secrets=secrets, region_call=True) from exc
+        managed = cfg.managed_mlflow
+        if not managed.enabled:
+            return _RegionCounts(counts=counts, complete=complete)
+        try:
+            found = fleet.run(
+                opened.credentials,
+                list_managed_mlflow,
+                client,
+                tracking_servers=managed.tracking_servers,
+                apps=managed.apps,
+            )
+        except Exception as exc:
+            probe = translate_aws_error(exc, where=None, secrets=secrets, region_call=True)
+            if not cfg.sagemaker_usage:
+                raise probe from exc
+            return _RegionCounts(counts=counts, complete=complete, mlflow_error=probe)
+        return _RegionCounts(counts=counts, complete=complete, mlflow=found)

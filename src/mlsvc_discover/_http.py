@@ -1,4 +1,6 @@
-"""HTTP helpers shared by probing discoverers: URI redaction, bounded reads, error translation.
+"""HTTP helpers shared by probes: URI redaction, bounded reads, error translation.
+
+Used by the MLflow prober (:mod:`mlsvc_discover.mlflow_probe`) and open to any HTTP-based discoverer.
 
 Probes talk to hosts the operator listed but does not control, so every helper here assumes a
 hostile or broken peer: bodies are read up to a limit and no further, redirects are judged by
