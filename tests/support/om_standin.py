@@ -1,11 +1,11 @@
 """A faithful fake of the OpenMetadata 2.0.7 ML model service API, served over real HTTP on loopback.
 
-No OpenMetadata server can run on these machines (see ``shared/notes/test-components.md``), so
-the client is tested against this stand-in instead. It follows ``shared/openmetadata/README.md``
-and validates every request and every response body against the JSON Schemas in
-``shared/openmetadata/schemas``, so a client that passes here sends what the real server accepts
-and copes with what it answers. What it cannot know (the *(inferred)* points of the README) is
-chosen as the README infers.
+No OpenMetadata server can run on these machines, so the client is tested against this stand-in
+instead. It follows the API contract read from the upstream server's source (see the README's
+"Connecting to OpenMetadata") and validates every request and every response body against the
+OpenMetadata 2.0.7 JSON Schemas vendored in ``tests/support/schemas``, so a client that passes
+here sends what the real server accepts and copes with what it answers. What it cannot know (the
+*(inferred)* points of the README) is chosen as the README infers.
 
 Routes (under ``/api``): ``GET /v1/system/version`` (no token needed, as upstream's JwtFilter
 excludes it), and under ``/v1/services/mlmodelServices``: ``PUT`` and ``POST`` (create a
@@ -92,9 +92,8 @@ __all__ = [
     "schema_validator",
 ]
 
-# tests/support/om_standin.py -> parents[2] is the repository; shared/ sits beside it, in CI too.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = REPO_ROOT.parent / "shared" / "openmetadata" / "schemas"
+# Vendored copies of the OpenMetadata 2.0.7 schemas (see schemas/README.md for their origin).
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 API_PREFIX = "/api"
 SERVICES_PATH = "/api/v1/services/mlmodelServices"
@@ -162,7 +161,7 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def schema_validator(name: str) -> Any:
-    """The cached validator of ``shared/openmetadata/schemas/<name>`` (``.schema.json`` optional).
+    """The cached validator of ``tests/support/schemas/<name>`` (``.schema.json`` optional).
 
     A Draft 2020-12 validator with format checks (uuid, date-time) whose ``multipleOf`` compares
     decimals, so that entity versions such as 0.3 validate as they should (see ``_multiple_of``).
