@@ -6,11 +6,14 @@ The tag lives in OpenMetadata, so ownership survives restarts and fresh containe
 name held by a service without the tag is a *conflict*: reported, never written.
 
 Field ownership. The agent manages the connection keys it sets and the marker tag always, and
-displayName, description, owners, domains and tags only when config sets them. Owners and tags
-are additive (the agent's must be present; others are left), and description is only filled
-when empty, because OpenMetadata keeps a non-empty description against a bot's PUT. Values of
-unmanaged fields are copied from OpenMetadata into the update body, so a person's edit is never
-reverted whichever way the server treats an absent field.
+displayName, description, owners, domains and tags only when config sets them. The plan follows
+the rules the OpenMetadata server applies to a bot's PUT: a non-empty stored displayName,
+description, domains and dataProducts are kept (so the plan only fills them when empty, and a
+difference it cannot apply is reported in ``Plan.kept``, never written every cycle), tags are
+merged, and owners are replaced by a non-empty list (so the agent sends the stored owners plus
+its own: additive). Values of unmanaged fields, ``ingestionRunner`` included (the server clears
+it when a PUT lacks it), are copied from OpenMetadata into the update body, so a person's edit is
+never reverted.
 
 Deletes (policy ``sync`` only). An owned service that is no longer found is deleted only when
 the scope that produced it succeeded this cycle, after ``stale_after`` consecutive such misses,
@@ -57,29 +60,86 @@ class CurrentService:
     owners: tuple[Mapping[str, Any], ...]
     domains: tuple[str, ...]
     tags: tuple[Mapping[str, Any], ...]
+    data_products: tuple[str, ...] = ()
+    ingestion_runner: Mapping[str, Any] | None = None
+    style: Mapping[str, Any] | None = None
 
     @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> CurrentService:
-        conn = entity.get("connection") or {}
+    def from_entity(cls, entity: Any) -> CurrentService:
+        """Read one listed entity; raises ValueError naming the field it cannot read."""
+        if not isinstance(entity, Mapping):
+            raise ValueError("a listed service is not an object")
+        name = entity.get("name")
+        where = f"service {name!r}" if isinstance(name, str) else "a listed service"
+
+        def bad(what: str) -> ValueError:
+            return ValueError(f"{where}: {what}")
+
+        if not isinstance(name, str) or not isinstance(entity.get("id"), str):
+            raise bad("`id` or `name` is not a string")
+        conn = entity.get("connection")
+        config = conn.get("config") if isinstance(conn, Mapping) else None
+        if (conn is not None and not isinstance(conn, Mapping)) or (
+            config is not None and not isinstance(config, Mapping)
+        ):
+            raise bad("`connection.config` is not an object")
+        for key in ("displayName", "description", "serviceType"):
+            if entity.get(key) is not None and not isinstance(entity.get(key), str):
+                raise bad(f"`{key}` is not a string")
+        runner = entity.get("ingestionRunner")
+        if runner is not None and not (
+            isinstance(runner, Mapping) and isinstance(runner.get("id"), str) and isinstance(runner.get("type"), str)
+        ):
+            raise bad("`ingestionRunner` is not an entity reference")
+        style = entity.get("style")
         return cls(
-            id=str(entity["id"]),
-            name=str(entity["name"]),
+            id=entity["id"],
+            name=name,
             service_type=str(entity.get("serviceType", "")),
-            deleted=bool(entity.get("deleted", False)),
-            connection=dict((conn.get("config") or {}) if isinstance(conn, Mapping) else {}),
+            deleted=entity.get("deleted") is True,
+            connection=dict(config or {}),
             display_name=entity.get("displayName"),
             description=entity.get("description"),
-            owners=tuple({"id": str(o["id"]), "type": o["type"]} for o in entity.get("owners") or ()),
-            domains=tuple(
-                str(d.get("fullyQualifiedName") or d.get("name")) if isinstance(d, Mapping) else str(d)
-                for d in entity.get("domains") or ()
-            ),
-            tags=tuple(_tag_request(t) for t in entity.get("tags") or ()),
+            owners=tuple({"id": o["id"], "type": o["type"]} for o in _objects(entity, "owners", ("id", "type"), bad)),
+            domains=_fqns(entity, "domains", bad),
+            tags=tuple(_tag_request(t) for t in _objects(entity, "tags", ("tagFQN",), bad)),
+            data_products=_fqns(entity, "dataProducts", bad),
+            ingestion_runner={"id": runner["id"], "type": runner["type"]} if runner is not None else None,
+            style=dict(style) if isinstance(style, Mapping) else None,
         )
 
     @property
     def tag_fqns(self) -> frozenset[str]:
         return frozenset(str(t["tagFQN"]) for t in self.tags)
+
+
+def _objects(entity: Mapping[str, Any], key: str, required: tuple[str, ...], bad: Any) -> list[Mapping[str, Any]]:
+    """``entity[key]`` as a list of objects whose ``required`` keys are strings."""
+    items = entity.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise bad(f"`{key}` is not a list")
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in required):
+            raise bad(f"`{key}[{i}]` lacks {', '.join(required)}")
+    return items
+
+
+def _fqns(entity: Mapping[str, Any], key: str, bad: Any) -> tuple[str, ...]:
+    """``entity[key]`` (entity references, or FQN strings) as FQNs."""
+    items = entity.get(key)
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise bad(f"`{key}` is not a list")
+    out: list[str] = []
+    for i, item in enumerate(items):
+        value = item.get("fullyQualifiedName") or item.get("name") if isinstance(item, Mapping) else item
+        if not isinstance(value, str):
+            raise bad(f"`{key}[{i}]` has no fully qualified name")
+        out.append(value)
+    return tuple(out)
 
 
 def _mask_secrets(value: Any) -> Any:
@@ -137,6 +197,8 @@ class Plan:
     misses: Mapping[str, int] = field(default_factory=dict)
     scopes: Mapping[str, Scope] = field(default_factory=dict)
     owned: int = 0
+    # Differences the server would ignore (it keeps its value against a bot): (name, field).
+    kept: tuple[tuple[str, str], ...] = ()
 
     @property
     def writes(self) -> tuple[Change, ...]:
@@ -155,6 +217,7 @@ class Plan:
             "unchanged": len(self.unchanged),
             "conflicts": [c.to_dict() for c in self.conflicts],
             "skipped": [c.to_dict() for c in self.skipped],
+            "kept_by_server": [{"name": n, "field": f} for n, f in self.kept],
         }
 
 
@@ -208,33 +271,40 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _diff_fields(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> list[str]:
+def _diff_fields(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> tuple[list[str], list[str]]:
+    """(fields to write, fields that differ but the server keeps against a bot's PUT)."""
     fields: list[str] = []
+    kept: list[str] = []
     if cur.service_type != body["serviceType"]:
         fields.append("serviceType")
     if _differs(_strip_none(body["connection"]["config"]), cur.connection):
         fields.append("connection")
     if "displayName" in want.managed and body.get("displayName") != cur.display_name:
-        fields.append("displayName")
-    if "description" in want.managed and not cur.description and body.get("description"):
-        fields.append("description")
+        (kept if cur.display_name else fields).append("displayName")
+    if "description" in want.managed and body.get("description") and body.get("description") != cur.description:
+        (kept if cur.description else fields).append("description")
     if "owners" in want.managed:
         have = {(o["id"], o["type"]) for o in cur.owners}
         if any((o["id"], o["type"]) not in have for o in body.get("owners", [])):
             fields.append("owners")
     if "domains" in want.managed and tuple(body.get("domains", [])) != cur.domains:
-        fields.append("domains")
+        (kept if cur.domains else fields).append("domains")
     if any(t["tagFQN"] not in cur.tag_fqns for t in body.get("tags", [])):
         fields.append("tags")
-    return fields
+    return fields, kept
 
 
 def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> dict[str, Any]:
-    """Desired managed values over current values of everything else."""
+    """Desired managed values over current values of everything else, as the server applies them.
+
+    What the server keeps against a bot (a non-empty displayName, description, domains,
+    dataProducts) is sent as stored, and what it clears when absent (``ingestionRunner``) is
+    sent back, so the body says exactly what the service will hold.
+    """
     out: dict[str, Any] = {"name": want.name, "serviceType": body["serviceType"]}
     out["connection"] = {"config": _merge(cur.connection, _strip_none(body["connection"]["config"]))}
-    display = body.get("displayName") if "displayName" in want.managed else cur.display_name
-    if display is not None:
+    display = cur.display_name or (body.get("displayName") if "displayName" in want.managed else None)
+    if display:
         out["displayName"] = display
     description = cur.description or (body.get("description") if "description" in want.managed else None)
     if description:
@@ -243,12 +313,18 @@ def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentServ
     owners += [o for o in body.get("owners", []) if (o["id"], o["type"]) not in {(x["id"], x["type"]) for x in owners}]
     if owners:
         out["owners"] = owners
-    domains = body.get("domains") if "domains" in want.managed else list(cur.domains)
+    domains = list(cur.domains) or (body.get("domains") if "domains" in want.managed else None)
     if domains:
         out["domains"] = list(domains)
+    if cur.data_products:
+        out["dataProducts"] = list(cur.data_products)
     tags = [dict(t) for t in cur.tags]
     tags += [t for t in body.get("tags", []) if t["tagFQN"] not in cur.tag_fqns]
     out["tags"] = tags
+    if cur.ingestion_runner is not None:
+        out["ingestionRunner"] = dict(cur.ingestion_runner)
+    if cur.style is not None:
+        out["style"] = dict(cur.style)
     return out
 
 
@@ -280,6 +356,7 @@ def compute_plan(
     unchanged: list[Change] = []
     conflicts: list[Change] = []
     skipped: list[Change] = []
+    kept: list[tuple[str, str]] = []
 
     for name in sorted(desired):
         want = desired[name]
@@ -302,7 +379,8 @@ def compute_plan(
             )
             continue
         scopes[name] = want.scope
-        fields = _diff_fields(want, body, cur)
+        fields, kept_fields = _diff_fields(want, body, cur)
+        kept += [(name, f) for f in kept_fields]
         if cur.deleted:
             restore.append(
                 Change(
@@ -403,4 +481,5 @@ def compute_plan(
         misses=new_misses,
         scopes=scopes,
         owned=len(owned),
+        kept=tuple(kept),
     )

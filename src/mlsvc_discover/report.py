@@ -21,7 +21,7 @@ __all__ = ["DiscovererStats", "Failure", "Report"]
 class Failure:
     """One thing that went wrong: the stage, which item, and why."""
 
-    stage: str  # discover | map | read | write | delete | restore
+    stage: str  # discover | map | check | read | write | delete | restore
     item: str
     reason: str
     source: str | None = None
@@ -63,6 +63,8 @@ class Report:
     applied: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # Stale services the server refused to delete because they still hold children.
+    not_empty: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +102,8 @@ class Report:
         if self.interrupted:
             out["interrupted"] = True
             out["not_applied"] = sorted(self.not_applied)
+        if self.not_empty:
+            out["not_deleted_not_empty"] = sorted(self.not_empty)
         return out
 
     def to_json(self) -> str:
