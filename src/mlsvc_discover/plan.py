@@ -302,7 +302,10 @@ def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentServ
     sent back, so the body says exactly what the service will hold.
     """
     out: dict[str, Any] = {"name": want.name, "serviceType": body["serviceType"]}
-    out["connection"] = {"config": _merge(cur.connection, _strip_none(body["connection"]["config"]))}
+    want_config = _strip_none(body["connection"]["config"])
+    # Keys of another connection type would make the request invalid: a changed type is replaced.
+    base = cur.connection if cur.connection.get("type") == want_config.get("type") else {}
+    out["connection"] = {"config": _merge(base, want_config)}
     display = cur.display_name or (body.get("displayName") if "displayName" in want.managed else None)
     if display:
         out["displayName"] = display
