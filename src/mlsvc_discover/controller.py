@@ -251,7 +251,7 @@ class Agent:
             )
         if dry_run:
             if client is not None:
-                await self._check_names(client, mapped.desired, report, dry_run=True)
+                await self._check_names(client, mapped.desired, report)
             return
         assert client is not None  # a missing host returned above unless dry_run
         if plan.writes and not self._marker_ready:
@@ -300,8 +300,12 @@ class Agent:
                 except OpenMetadataError as exc:
                     self._record_writes(results, plan, report)
                     raise _SetupFailed(str(exc)) from exc
-                again = await client.upsert([b for b in bodies if b["name"] in lost], expected=expected, stop=stop)
-                results = [r for r in results if r.name not in lost] + again
+                kept = [r for r in results if r.name not in lost]
+                try:
+                    again = await client.upsert([b for b in bodies if b["name"] in lost], expected=expected, stop=stop)
+                except WritesStopped as exc:
+                    raise WritesStopped(exc, kept + exc.results) from exc
+                results = kept + again
             self._record_writes(results, plan, report)
 
             for change in plan.delete:
@@ -393,8 +397,8 @@ class Agent:
                     f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or later (multi-domain `domains`); nothing is read or written"
                 )
                 log.error("%s", self._unsupported)
-            else:
-                self._unsupported = ""
+            elif version is not None:
+                self._unsupported = ""  # else unknown (the server did not say): asked again next cycle
         if self._unsupported:
             report.fatal = self._unsupported
             report.fatal_kind = "openmetadata_version"
@@ -435,7 +439,7 @@ class Agent:
         self._marker_ready = True
 
     async def _check_names(
-        self, client: OpenMetadataClient, desired: Mapping[str, DesiredService], report: Report, *, dry_run: bool
+        self, client: OpenMetadataClient, desired: Mapping[str, DesiredService], report: Report
     ) -> None:
         """``--dry-run``: report tags, domains and owners the config names that do not exist."""
         users: dict[tuple[str, str], list[str]] = {}
