@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataRequestError, OpenMetadataUnavailable
 from mlsvc_discover.config import OpenMetadataConfig
-from mlsvc_discover.provider.openmetadata import OpenMetadataClient
+from mlsvc_discover.openmetadata.client import OpenMetadataClient
 
 TOKEN = "test-token-value"
 

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from mlsvc_discover.mapper import DesiredService, map_finding, owner_tag_fqn
-from mlsvc_discover.plan import SECRET_MASK, CurrentService, compute_plan, scope_succeeded
+from mlsvc_discover.openmetadata.entities import SECRET_MASK, CurrentService
+from mlsvc_discover.plan import compute_plan, scope_succeeded
 from mlsvc_discover.sources.base import Finding, PlatformKind, ServiceMetadata
 
 OWNER = owner_tag_fqn("mlsvc-discover", "test")

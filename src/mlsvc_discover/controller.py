@@ -32,8 +32,9 @@ from mlsvc_discover._errors import (
 from mlsvc_discover._logging import redact
 from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import DesiredService, map_findings, owner_tag_fqn
-from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
-from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
+from mlsvc_discover.openmetadata.client import OpenMetadataClient, Outcome, WriteResult, WritesStopped
+from mlsvc_discover.openmetadata.entities import CurrentService
+from mlsvc_discover.plan import Change, Plan, compute_plan
 from mlsvc_discover.report import DiscovererStats, Failure, Report
 from mlsvc_discover.sources.base import Discoverer, DiscovererConfig, DiscoveryResult, ItemFailure, Scope, ScopeOutcome
 from mlsvc_discover.sources.registry import build

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from mlsvc_discover._errors import MappingError, NameCollisionError
-from mlsvc_discover.models import (
+from mlsvc_discover.openmetadata.models import (
     NAME_MAX,
     AWSCredentials,
     CreateMlModelServiceRequest,

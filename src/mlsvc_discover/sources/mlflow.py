@@ -30,7 +30,7 @@ import httpx
 from pydantic import ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 
 from mlsvc_discover.config import Duration
-from mlsvc_discover.models import validate_service_name
+from mlsvc_discover.openmetadata.models import validate_service_name
 from mlsvc_discover.sources._http import (
     HttpProbeError,
     clean_text,

@@ -32,7 +32,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 
 from mlsvc_discover._errors import ProbeError
 from mlsvc_discover.config import Duration
-from mlsvc_discover.models import validate_service_name
+from mlsvc_discover.openmetadata.models import validate_service_name
 from mlsvc_discover.sources.base import (
     Discoverer,
     DiscovererConfig,
