@@ -34,7 +34,7 @@ from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import DesiredService, map_findings, owner_tag_fqn
 from mlsvc_discover.openmetadata.client import OpenMetadataClient, Outcome, WriteResult, WritesStopped
 from mlsvc_discover.openmetadata.entities import CurrentService
-from mlsvc_discover.plan import Change, Plan, compute_plan
+from mlsvc_discover.plan import Change, History, Looked, Plan, apply_policy, diff
 from mlsvc_discover.report import DiscovererStats, Failure, Report
 from mlsvc_discover.sources.base import Discoverer, DiscovererConfig, DiscoveryResult, ItemFailure, Scope, ScopeOutcome
 from mlsvc_discover.sources.registry import build
@@ -224,19 +224,16 @@ class Agent:
                 log.error("%s", report.fatal)
                 return
 
-        plan = compute_plan(
+        changes = diff(
             mapped.desired,
             current,
             owner_tag=self.owner_tag,
-            policy=self.config.policy,
+            looked=Looked(outcomes, all_ok),
+            history=History(self.misses, self.scopes),
             stale_after=self.config.stale_after,
-            max_delete_fraction=self.config.max_delete_fraction,
-            outcomes=outcomes,
-            all_scopes_ok=all_ok,
-            misses=self.misses,
-            known_scopes=self.scopes,
             protected=mapped.protected,
         )
+        plan = apply_policy(changes, self.config.policy, max_delete_fraction=self.config.max_delete_fraction)
         report.plan = plan
         for c in plan.conflicts:
             report.outcomes["conflict"] += 1

@@ -15,6 +15,9 @@ its own: additive). Values of unmanaged fields, ``ingestionRunner`` included (th
 it when a PUT lacks it), are copied from OpenMetadata into the update body, so a person's edit is
 never reverted.
 
+Two steps, as external-dns has them: :func:`diff` says what differs whatever the policy, and
+:func:`apply_policy` then says what of it may be done (:func:`compute_plan` runs both).
+
 Deletes (policy ``sync`` only). An owned service that is no longer found is deleted only when
 the scope that produced it succeeded this cycle, after ``stale_after`` consecutive such misses,
 and only when the cycle's deletions stay within ``max_delete_fraction`` of the owned services.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from mlsvc_discover.mapper import DesiredService
@@ -33,9 +36,13 @@ from mlsvc_discover.sources.base import Scope
 
 __all__ = [
     "Change",
+    "History",
+    "Looked",
     "Plan",
     "Policy",
+    "apply_policy",
     "compute_plan",
+    "diff",
     "scope_succeeded",
 ]
 
@@ -217,34 +224,45 @@ def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentServ
     return out
 
 
-def compute_plan(
+@dataclass(frozen=True)
+class History:
+    """The previous plan's bookkeeping: consecutive misses and the scope of each owned service."""
+
+    misses: Mapping[str, int] = field(default_factory=dict)
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Looked:
+    """What this cycle looked at: each scope's success, and whether every scope succeeded."""
+
+    outcomes: Mapping[Scope, bool] = field(default_factory=dict)
+    all_ok: bool = False
+
+
+def diff(
     desired: Mapping[str, DesiredService],
     current: Mapping[str, CurrentService],
     *,
     owner_tag: str,
-    policy: Policy = "upsert-only",
-    stale_after: int = 3,
-    max_delete_fraction: float = 0.2,
-    outcomes: Mapping[Scope, bool] | None = None,
-    all_scopes_ok: bool = False,
-    misses: Mapping[str, int] | None = None,
-    known_scopes: Mapping[str, Scope] | None = None,
+    looked: Looked,
+    history: History,
+    stale_after: int,
     protected: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
-    """Classify every desired and every owned service. Pure: same input, same plan.
+    """What differs, whatever the policy. Pure: same input, same plan.
 
-    ``outcomes`` maps each scope looked at this cycle to whether it succeeded; ``misses`` and
-    ``known_scopes`` are the previous plan's bookkeeping (empty on a first run).
+    Every difference is an ``update``; an owned service missing for ``stale_after`` cycles in
+    scopes that succeeded is a ``delete`` (code ``stale``), one not yet stale an ``unchanged``
+    line (code ``missing``). :func:`apply_policy` then decides what of it may be done.
     """
-    outcomes = outcomes or {}
-    prev_misses = dict(misses or {})
-    scopes: dict[str, Scope] = dict(known_scopes or {})
+    prev_misses = dict(history.misses)
+    scopes: dict[str, Scope] = dict(history.scopes)
     create: list[Change] = []
     update: list[Change] = []
     restore: list[Change] = []
     unchanged: list[Change] = []
     conflicts: list[Change] = []
-    skipped: list[Change] = []
     kept: list[tuple[str, str]] = []
 
     for name in sorted(desired):
@@ -284,18 +302,6 @@ def compute_plan(
             )
         elif not fields:
             unchanged.append(Change(name, "unchanged", "up to date", want.source, service_id=cur.id))
-        elif policy == "create-only":
-            skipped.append(
-                Change(
-                    name,
-                    "skip",
-                    "differs, but policy is create-only",
-                    want.source,
-                    cur.id,
-                    tuple(fields),
-                    code="create_only",
-                )
-            )
         else:
             update.append(
                 Change(
@@ -311,54 +317,27 @@ def compute_plan(
 
     owned = [c for c in current.values() if owner_tag in c.tag_fqns and not c.deleted]
     new_misses: dict[str, int] = {}
-    candidates: list[Change] = []
+    delete: list[Change] = []
     for cur in sorted(owned, key=lambda c: c.name):
         if cur.name in desired or cur.name in protected:
             continue
-        scope = scopes.get(cur.name)
         count = prev_misses.get(cur.name, 0)
-        looked = scope_succeeded(scope, outcomes, all_ok=all_scopes_ok)
-        if looked:
+        seen = scope_succeeded(scopes.get(cur.name), looked.outcomes, all_ok=looked.all_ok)
+        if seen:
             count += 1
         # else: the scope failed this cycle; hold the count, neither reset nor advance it,
         # and delete nothing from it whatever the count says.
         new_misses[cur.name] = count
-        if policy != "sync":
-            continue
-        if looked and count >= stale_after:
-            candidates.append(
-                Change(
-                    cur.name,
-                    "delete",
-                    f"not found for {count} consecutive cycles in a scope that succeeded",
-                    service_id=cur.id,
-                    code="stale",
-                )
-            )
+        if seen and count >= stale_after:
+            reason = f"not found for {count} consecutive cycles in a scope that succeeded"
+            delete.append(Change(cur.name, "delete", reason, service_id=cur.id, code="stale"))
         else:
-            unchanged.append(
-                Change(
-                    cur.name,
-                    "unchanged",
-                    f"not found ({count} of {stale_after} misses before delete)"
-                    + ("" if looked else "; its scope failed this cycle, so it is kept"),
-                    service_id=cur.id,
-                )
+            reason = f"not found ({count} of {stale_after} misses before delete)" + (
+                "" if seen else "; its scope failed this cycle, so it is kept"
             )
-    delete: list[Change] = candidates
-    limit = math.floor(max_delete_fraction * len(owned) + 1e-9)
-    if candidates and len(candidates) > limit:
-        reason = (
-            f"{len(candidates)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
-            f"{len(owned)} owned services (at most {limit}); nothing deleted this cycle"
-        )
-        skipped += [
-            Change(c.name, "skip", reason, service_id=c.service_id, code="max_delete_fraction") for c in candidates
-        ]
-        delete = []
+            unchanged.append(Change(cur.name, "unchanged", reason, service_id=cur.id, code="missing"))
     # Forget scopes of services that are gone for good.
     live = {c.name for c in owned} | set(desired)
-    scopes = {k: v for k, v in scopes.items() if k in live}
     return Plan(
         create=tuple(create),
         update=tuple(update),
@@ -366,9 +345,77 @@ def compute_plan(
         delete=tuple(delete),
         unchanged=tuple(unchanged),
         conflicts=tuple(conflicts),
-        skipped=tuple(skipped),
         misses=new_misses,
-        scopes=scopes,
+        scopes={k: v for k, v in scopes.items() if k in live},
         owned=len(owned),
         kept=tuple(kept),
     )
+
+
+def apply_policy(plan: Plan, policy: Policy, *, max_delete_fraction: float) -> Plan:
+    """The policy applied after the diff, as external-dns's ``Policy.Apply`` does.
+
+    ``create-only`` turns updates into skips; only ``sync`` deletes (and lists what is missing);
+    deletions beyond ``max_delete_fraction`` of the owned services are all held back.
+    """
+    update, skipped = plan.update, plan.skipped
+    if policy == "create-only":
+        skipped += tuple(
+            Change(
+                c.name,
+                "skip",
+                "differs, but policy is create-only",
+                c.source,
+                c.service_id,
+                c.fields,
+                code="create_only",
+            )
+            for c in update
+        )
+        update = ()
+    if policy != "sync":
+        unchanged = tuple(c for c in plan.unchanged if c.code != "missing")
+        return replace(plan, update=update, skipped=skipped, delete=(), unchanged=unchanged)
+    delete = plan.delete
+    limit = math.floor(max_delete_fraction * plan.owned + 1e-9)
+    if delete and len(delete) > limit:
+        reason = (
+            f"{len(delete)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
+            f"{plan.owned} owned services (at most {limit}); nothing deleted this cycle"
+        )
+        skipped += tuple(
+            Change(c.name, "skip", reason, service_id=c.service_id, code="max_delete_fraction") for c in delete
+        )
+        delete = ()
+    return replace(plan, update=update, skipped=skipped, delete=delete)
+
+
+def compute_plan(
+    desired: Mapping[str, DesiredService],
+    current: Mapping[str, CurrentService],
+    *,
+    owner_tag: str,
+    policy: Policy = "upsert-only",
+    stale_after: int = 3,
+    max_delete_fraction: float = 0.2,
+    outcomes: Mapping[Scope, bool] | None = None,
+    all_scopes_ok: bool = False,
+    misses: Mapping[str, int] | None = None,
+    known_scopes: Mapping[str, Scope] | None = None,
+    protected: frozenset[str] | set[str] = frozenset(),
+) -> Plan:
+    """:func:`diff` then :func:`apply_policy`, with the arguments spelled out (tests, benchmark).
+
+    ``outcomes`` maps each scope looked at this cycle to whether it succeeded; ``misses`` and
+    ``known_scopes`` are the previous plan's bookkeeping (empty on a first run).
+    """
+    raw = diff(
+        desired,
+        current,
+        owner_tag=owner_tag,
+        looked=Looked(outcomes or {}, all_scopes_ok),
+        history=History(misses or {}, known_scopes or {}),
+        stale_after=stale_after,
+        protected=protected,
+    )
+    return apply_policy(raw, policy, max_delete_fraction=max_delete_fraction)
