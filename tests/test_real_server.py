@@ -434,3 +434,15 @@ def test_a_put_answer_that_is_not_the_service_is_a_per_item_failure(real: OpenMe
     assert report.applied == ["a"]
     assert [f.item for f in report.failures] == ["b"]
     assert "OpenMetadata answered something unexpected" in report.failures[0].reason
+
+
+def test_a_server_that_does_not_know_ingestion_runner_is_listed_without_it() -> None:
+    standin = make_standin(unknown_fields=("ingestionRunner",))
+    try:
+        first, second = cycles(raw_config(standin, [sklearn("a")]), None, None)
+        assert first.ok, first.to_dict()
+        assert second.ok
+        assert second.outcomes["unchanged"] == 1
+        assert standin.count("GET", SERVICES, status=400) == 1  # learnt once per process
+    finally:
+        standin.stop()

@@ -428,6 +428,7 @@ class OpenMetadataStandIn:
         latency: float = 0.0,
         validate_responses: bool = True,
         max_bulk_items: int | None = None,
+        unknown_fields: tuple[str, ...] = (),
         strict_type_check: bool = True,
         server_version: str = "2.0.7",
         version_requires_auth: bool = False,
@@ -436,6 +437,8 @@ class OpenMetadataStandIn:
         if no_bulk_status not in (404, 405, 500):
             raise ValueError("no_bulk_status must be 404, 405 or 500")
         self.bulk_enabled = bulk_enabled
+        # Field names this server does not know (400 "Invalid field name X"), as an older release.
+        self.unknown_fields = frozenset(unknown_fields)
         self.no_bulk_status = no_bulk_status
         # Classifications (name -> entity), tags (FQN -> entity), domains, users and teams that exist.
         self.classifications: dict[str, Entity] = {}
@@ -962,7 +965,7 @@ class OpenMetadataStandIn:
     def _fields(self, query: Mapping[str, str]) -> frozenset[str]:
         names = frozenset(f.strip() for f in query.get("fields", "").split(",") if f.strip())
         for name in sorted(names):
-            if name not in OPTIONAL_FIELDS or (name == "domains" and self._legacy):
+            if name not in OPTIONAL_FIELDS or name in self.unknown_fields or (name == "domains" and self._legacy):
                 raise _ApiError(400, f"Invalid field name {name}")
         return names
 

@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ VERSION_PATH = "/v1/system/version"
 # ``/{id}``); OpenMetadata's catch-all mapper wraps it into a 500.
 _ROUTING_TEXT = "Method Not Allowed"
 _MAX_EMPTY_PAGES = 3
+_UNKNOWN_FIELD = re.compile(r"Invalid field name (\w+)")
+_DROPPABLE_FIELDS = frozenset({"ingestionRunner", "dataProducts"})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 Outcome = Literal["created", "updated", "unchanged", "restored", "deleted", "failed"]
@@ -151,6 +154,8 @@ class OpenMetadataClient:
         self._sleep = sleep
         self._bulk_supported: bool | None = None if config.use_bulk else False
         self._version: str | None = None
+        # Optional fields asked for in listings; one the server does not know is dropped (see list_services).
+        self._list_fields = LIST_FIELDS.split(",")
         headers = {"Accept": "application/json", "User-Agent": f"mlsvc-discover/{__version__}"}
         if config.token is not None:
             headers["Authorization"] = f"Bearer {config.token.get_secret_value()}"
@@ -310,11 +315,26 @@ class OpenMetadataClient:
         broken (a cursor seen before, a service listed twice, empty pages that go on, more than
         ``max_pages`` pages): a listing that cannot be read is never taken for a smaller catalog.
         """
+        while True:
+            try:
+                return await self._list_all(include)
+            except OpenMetadataRequestError as exc:
+                unknown = _UNKNOWN_FIELD.search(str(exc)) if exc.status == 400 else None
+                field = unknown.group(1) if unknown is not None else None
+                # A server that does not know ``ingestionRunner`` or ``dataProducts`` cannot clear
+                # them either: list without them. ``owners``, ``tags`` and ``domains`` are needed.
+                if field not in _DROPPABLE_FIELDS or field not in self._list_fields:
+                    raise
+                log.info("OpenMetadata does not know the field %s; listing without it", field)
+                self._list_fields.remove(field)
+
+    async def _list_all(self, include: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         names: set[str] = set()
         cursors: set[str] = set()
         empty = 0
-        params: dict[str, Any] = {"limit": self._config.page_size, "fields": LIST_FIELDS, "include": include}
+        fields = ",".join(self._list_fields)
+        params: dict[str, Any] = {"limit": self._config.page_size, "fields": fields, "include": include}
         where = f"GET {SERVICES_PATH}"
         for page in range(1, self._config.max_pages + 1):
             response = await self._request("GET", SERVICES_PATH, params=params)
