@@ -451,7 +451,7 @@ def scenario_catalog(sizes: Sizes, runs: int) -> list[Row]:
         else:
             row.target = ">= 8x"
             row.passed = (row.ratio or 0) >= 8 and created == n
-            row.notes.append("writes = 1 bulk probe (405) + one PUT per service")
+            row.notes.append("writes = 1 bulk probe (500, routing error, not retried) + one PUT per service")
         rows.append(row)
 
         second = [r["second"] for r in first]

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bulk", action="store_true", help="answer 405 on PUT .../bulk, like upstream")
     parser.add_argument("--token", required=True, help="bearer token of the bot")
     parser.add_argument(
+        "--tag",
+        action="append",
+        default=["mlsvc-discover.default"],
+        help="tag that exists on a fresh server (the naive script does not create the ownership tag it writes)",
+    )
+    parser.add_argument(
         "--validate-responses",
         action="store_true",
         help="check every answer against the schemas (the tests do; off by default here, as that check is "
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                     validate_responses=args.validate_responses,
                 )
                 standin.start()
+                for tag in args.tag:
+                    standin.add_tag(tag)
                 answer = standin.base_url
             elif command == "stats" and standin is not None:
                 answer = json.dumps(_stats(standin))

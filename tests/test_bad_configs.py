@@ -57,6 +57,7 @@ def world(
 ) -> World:
     monkeypatch.setenv(TOKEN_ENV, OM_TOKEN)
     monkeypatch.setenv(PASSWORD_ENV, "bad-configs-password")
+    om_standin.add_owner("team", OWNER_UUID)  # a real server 404s an owner that does not exist
     for name in ("OPENMETADATA_HOST", "OPENMETADATA_JWT_TOKEN", "MLSVC_DISCOVER_CONFIG", "MLSVC_DISCOVER_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
     # Throw-away AWS credentials and empty AWS files: the base config's STS call must be sent.

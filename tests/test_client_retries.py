@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataRequestError, OpenMetadataUnavailable
 from mlsvc_discover.config import OpenMetadataConfig
-from mlsvc_discover.provider.openmetadata import OpenMetadataClient
+from mlsvc_discover.openmetadata.client import OpenMetadataClient
 
 TOKEN = "test-token-value"
 
@@ -30,8 +30,14 @@ def make_client(
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
+    def serve(request: httpx.Request) -> httpx.Response:
+        # The client asks the version once, to log it with the bulk decision.
+        if request.url.path == "/api/v1/system/version":
+            return httpx.Response(200, json={"version": "2.0.7"})
+        return handler(request)
+
     config = OpenMetadataConfig(host="http://om.test/api", token=SecretStr(TOKEN), retries=3, **cfg)  # type: ignore[arg-type]
-    return OpenMetadataClient(config, transport=httpx.MockTransport(handler), sleep=sleep), slept
+    return OpenMetadataClient(config, transport=httpx.MockTransport(serve), sleep=sleep), slept
 
 
 def error(status: int, message: str = "boom", headers: dict[str, str] | None = None) -> httpx.Response:
@@ -130,7 +136,8 @@ def test_list_follows_paging_after_until_absent() -> None:
     client, _ = make_client(handler, page_size=2)
     assert [s["name"] for s in asyncio.run(client.list_services())] == ["a", "b", "c"]
     assert seen[0]["limit"] == "2"
-    assert seen[0]["fields"] == "owners,tags,domains"
+    # ingestionRunner and dataProducts too: an update must carry them back (the server clears the runner).
+    assert seen[0]["fields"] == "owners,tags,domains,dataProducts,ingestionRunner"
     assert seen[0]["include"] == "all"
 
 

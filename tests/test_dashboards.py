@@ -97,7 +97,9 @@ def metrics_text() -> str:
                     "tags": [{**tag, "state": "Confirmed"}],
                 }
             )
-        standin.fail_items({"refused": (403, "not allowed")})
+        # A 403 on a per-item PUT stops every write of the cycle (the token is refused); a 404 for a
+        # reference the request names fails only that service, and the alert watches both.
+        standin.fail_items({"refused": (404, "domain instance for Finance not found")})
         raw = {
             "owner_id": OWNER,
             "policy": "sync",
@@ -120,7 +122,7 @@ def metrics_text() -> str:
             assert report.plan is not None
             assert [c.name for c in report.plan.conflicts] == ["taken"]
             assert {c.code for c in report.plan.skipped} == {"max_delete_fraction"}
-            assert any(f.kind == "http_403" for f in report.failures), report.failures
+            assert any(f.kind == "http_404" for f in report.failures), report.failures
             status, body = http_get(f"http://127.0.0.1:{daemon.port}/metrics")
             assert status == 200
             text.append(body)
@@ -211,7 +213,7 @@ def test_the_new_metrics_count_what_the_cycle_did(metrics_text: str) -> None:
         if name == "mlsvc_discover_plan_changes" and ("action", "skip") in labels
     )
     assert skipped == 2
-    assert values[("mlsvc_discover_write_failures_total", (("discoverer", "fleet"), ("kind", "http_403")))] == 1
+    assert values[("mlsvc_discover_write_failures_total", (("discoverer", "fleet"), ("kind", "http_404")))] == 1
     assert values[("mlsvc_discover_deletions_total", (("reason", "blocked_max_fraction"),))] == 2
     assert values[("mlsvc_discover_schedule_interval_seconds", ())] == 3600
     assert values[("mlsvc_discover_cycles_in_flight", ())] == 0  # the cycle had ended

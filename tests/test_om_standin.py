@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN, make_standin, schema_validator
+from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin, schema_validator
 from tests.support.om_standin import (
     NAME_PATTERN_MESSAGE,
     SECRET_MASK,
@@ -39,6 +39,23 @@ OWNER_B = "9a1f2e3d-4c5b-4a69-8877-665544332211"
 REPO = Path(__file__).resolve().parents[1]
 # Loading the CA bundle costs ~20 ms per httpx.Client; one context serves every test client.
 TLS = ssl.create_default_context()
+
+
+def _seed_references(standin: OpenMetadataStandIn) -> OpenMetadataStandIn:
+    for fqn in ("Tier.Tier1",):
+        standin.add_tag(fqn)
+    for domain in ("A", "B", "C", "D", "Engineering", "Sales"):
+        standin.add_domain(domain)
+    standin.add_owner("user", OWNER_A)
+    standin.add_owner("team", OWNER_B)
+    return standin
+
+
+@pytest.fixture
+def om_standin(om_token: str) -> Iterator[OpenMetadataStandIn]:
+    """One server with the seed's bulk route (most tests here exercise it) and the tags, domains
+    and owners they name; the real-server defaults have their own tests below."""
+    yield from _serve(_seed_references(make_standin(bulk_enabled=True)))
 
 
 def mlflow_request(name: str, **extra: Any) -> dict[str, Any]:
@@ -157,7 +174,19 @@ def test_put_with_a_change_bumps_version_by_0_1_and_updated_at(api: httpx.Client
 
 
 def test_versions_past_0_2_stay_one_decimal_and_validate(api: httpx.Client) -> None:
-    versions = [put(api, mlflow_request("svc", displayName=f"v{i}")).json()["version"] for i in range(12)]
+    # A bot keeps a stored displayName; a changing description-free connection makes each PUT a change.
+    versions = [
+        put(
+            api,
+            mlflow_request(
+                "svc",
+                connection={
+                    "config": {"type": "Mlflow", "trackingUri": f"http://v{i}:1", "registryUri": f"http://v{i}:1"}
+                },
+            ),
+        ).json()["version"]
+        for i in range(12)
+    ]
 
     assert versions == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
     check_entity(api.get(f"{SERVICES}/name/svc").json())
@@ -469,26 +498,35 @@ def test_bulk_where_every_item_fails_is_still_200_failure(api: httpx.Client) -> 
     assert result["numberOfRowsFailed"] == 2
 
 
-def test_bulk_route_answers_405_when_switched_off_at_runtime(
+def test_bulk_route_answers_the_real_servers_500_when_switched_off_at_runtime(
     om_standin: OpenMetadataStandIn, api: httpx.Client
 ) -> None:
     assert api.put(BULK, json=[]).status_code == 200
     om_standin.bulk_enabled = False
-    check_error(api.put(BULK, json=[mlflow_request("svc")]), 405, "HTTP 405 Method Not Allowed")
+    check_error(
+        api.put(BULK, json=[mlflow_request("svc")]),
+        500,
+        "An exception with message [HTTP 405 Method Not Allowed] was thrown while processing request.",
+    )
     assert om_standin.services == {}
 
 
-def test_nobulk_standin_answers_405_on_bulk(om_standin_nobulk: OpenMetadataStandIn) -> None:
-    with client_for(om_standin_nobulk) as client:
-        check_error(client.put(BULK, json=[mlflow_request("svc")]), 405)
-        assert put(client, mlflow_request("svc")).status_code == 201
+@pytest.mark.parametrize("status", [404, 405, 500])
+def test_nobulk_standin_answers_like_a_server_without_the_route(status: int) -> None:
+    standin = make_standin(no_bulk_status=status)
+    try:
+        with client_for(standin) as client:
+            check_error(client.put(BULK, json=[mlflow_request("svc")]), status)
+            assert put(client, mlflow_request("svc")).status_code == 201
+    finally:
+        standin.stop()
 
 
 def test_om_any_serves_single_puts_with_or_without_bulk(om_any: OpenMetadataStandIn) -> None:
     with client_for(om_any) as client:
         assert put(client, mlflow_request("svc")).status_code == 201
         bulk = client.put(BULK, json=[mlflow_request("svc2")])
-    assert bulk.status_code == (200 if om_any.bulk_enabled else 405)
+    assert bulk.status_code == (200 if om_any.bulk_enabled else 500)
 
 
 def test_async_bulk_answers_202_empty_and_applies_in_background(
@@ -503,7 +541,7 @@ def test_async_bulk_answers_202_empty_and_applies_in_background(
 
 
 def test_bulk_larger_than_max_bulk_items_answers_413() -> None:
-    standin = make_standin(max_bulk_items=2)
+    standin = make_standin(bulk_enabled=True, max_bulk_items=2)
     try:
         with client_for(standin) as client:
             check_error(client.put(BULK, json=[mlflow_request(f"s{i}") for i in range(3)]), 413)
@@ -552,18 +590,65 @@ def test_putting_back_the_mask_keeps_the_stored_secret(om_standin: OpenMetadataS
     assert stored["connection"]["config"]["awsConfig"]["awsSecretAccessKey"] == AWS_SECRET
 
 
-def test_put_cannot_remove_owners_only_add(api: httpx.Client) -> None:
+def test_put_replaces_owners_with_a_non_empty_list_and_keeps_them_on_an_empty_one(api: httpx.Client) -> None:
     put(api, mlflow_request("svc", owners=[{"id": OWNER_A, "type": "user"}]))
 
     entity = put(api, mlflow_request("svc", owners=[{"id": OWNER_B, "type": "team"}])).json()
     put(api, mlflow_request("svc", owners=[]))
 
-    assert [(o["id"], o["type"], o["name"]) for o in entity["owners"]] == [
-        (OWNER_A, "user", f"user-{OWNER_A[:8]}"),
-        (OWNER_B, "team", f"team-{OWNER_B[:8]}"),
-    ]
+    assert [(o["id"], o["type"], o["name"]) for o in entity["owners"]] == [(OWNER_B, "team", f"team-{OWNER_B[:8]}")]
     again = api.get(f"{SERVICES}/name/svc", params={"fields": "owners"}).json()
-    assert [o["id"] for o in again["owners"]] == [OWNER_A, OWNER_B]
+    assert [o["id"] for o in again["owners"]] == [OWNER_B]
+
+
+def test_a_bots_put_keeps_display_name_and_domains_and_clears_the_ingestion_runner(
+    om_standin: OpenMetadataStandIn, api: httpx.Client
+) -> None:
+    runner = {"id": OWNER_A, "type": "ingestionRunner"}
+    om_standin.put_entity(mlflow_request("svc", displayName="Set by Alice", domains=["A"], ingestionRunner=runner))
+
+    put(api, mlflow_request("svc", displayName="Generated", domains=["B"]))
+
+    stored = om_standin.get_service("svc")
+    assert stored is not None
+    assert stored["displayName"] == "Set by Alice"
+    assert [d["name"] for d in stored["domains"]] == ["A"]
+    assert "ingestionRunner" not in stored
+
+
+def test_a_request_naming_a_tag_domain_or_owner_that_does_not_exist_is_404(api: httpx.Client) -> None:
+    tag = {"tagFQN": "Nope.Missing", "source": "Classification", "labelType": "Automated", "state": "Confirmed"}
+    check_error(put(api, mlflow_request("svc", tags=[tag])), 404, "tag instance for Nope.Missing not found")
+    check_error(put(api, mlflow_request("svc", domains=["Nowhere"])), 404, "domain instance for Nowhere not found")
+    ghost = str(uuid.uuid4())
+    check_error(
+        put(api, mlflow_request("svc", owners=[{"id": ghost, "type": "user"}])),
+        404,
+        f"user instance for {ghost} not found",
+    )
+
+
+def test_classifications_and_tags_are_created_idempotently_by_put(
+    om_standin: OpenMetadataStandIn, api: httpx.Client
+) -> None:
+    assert api.get("/v1/tags/name/mine.one").status_code == 404
+    check_error(api.put("/v1/tags", json={"classification": "mine", "name": "one"}), 404)
+    assert api.put("/v1/classifications", json={"name": "mine", "description": "d"}).status_code == 201
+    assert api.put("/v1/classifications", json={"name": "mine", "description": "d"}).status_code == 200
+    assert api.put("/v1/tags", json={"classification": "mine", "name": "one", "description": "d"}).status_code == 201
+    assert api.put("/v1/tags", json={"classification": "mine", "name": "one", "description": "d"}).status_code == 200
+    assert api.get("/v1/tags/name/mine.one").json()["fullyQualifiedName"] == "mine.one"
+    check_error(api.post("/v1/classifications", json={"name": "mine"}), 409)
+
+
+def test_an_old_server_refuses_fields_domains() -> None:
+    standin = make_standin(server_version="1.7.4")
+    try:
+        with client_for(standin) as client:
+            check_error(client.get(SERVICES, params={"fields": "domains"}), 400, "Invalid field name domains")
+            assert client.get(SERVICES, params={"fields": "owners,tags"}).status_code == 200
+    finally:
+        standin.stop()
 
 
 def test_bot_put_keeps_description_a_person_wrote_but_person_put_replaces_it(
@@ -580,7 +665,7 @@ def test_bot_put_keeps_description_a_person_wrote_but_person_put_replaces_it(
     assert by_person.json()["updatedBy"] == "alice"
 
 
-def test_tags_and_domains_when_sent_replace_stored_values(om_standin: OpenMetadataStandIn, api: httpx.Client) -> None:
+def test_tags_are_merged_and_a_bot_keeps_stored_domains(om_standin: OpenMetadataStandIn, api: httpx.Client) -> None:
     tag = {"tagFQN": "Tier.Tier1", "source": "Classification", "labelType": "Automated", "state": "Confirmed"}
     put(api, mlflow_request("svc", tags=[tag], domains=["A", "B"]))
 
@@ -588,10 +673,10 @@ def test_tags_and_domains_when_sent_replace_stored_values(om_standin: OpenMetada
 
     stored = om_standin.get_service("svc")
     assert stored is not None
-    assert stored["tags"] == []
-    assert [d["name"] for d in stored["domains"]] == ["C"]
+    assert [t["tagFQN"] for t in stored["tags"]] == ["Tier.Tier1"]
+    assert [d["name"] for d in stored["domains"]] == ["A", "B"]
     # One stable id per domain FQN, whatever service refers to it.
-    put(api, mlflow_request("svc2", domains=["C"]))
+    put(api, mlflow_request("svc2", domains=["A", "B"]))
     assert om_standin.get_service("svc2")["domains"] == stored["domains"]  # type: ignore[index]
 
 

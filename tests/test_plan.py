@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from mlsvc_discover.mapper import DesiredService, map_finding, owner_tag_fqn
-from mlsvc_discover.plan import SECRET_MASK, CurrentService, compute_plan, scope_succeeded
+from mlsvc_discover.openmetadata.entities import SECRET_MASK, CurrentService
+from mlsvc_discover.plan import compute_plan, scope_succeeded
 from mlsvc_discover.sources.base import Finding, PlatformKind, ServiceMetadata
 
 OWNER = owner_tag_fqn("mlsvc-discover", "test")
@@ -81,11 +82,33 @@ def test_human_edit_of_an_unmanaged_field_is_unchanged_and_kept_in_update_bodies
     assert {t["tagFQN"] for t in body["tags"]} == {OWNER, "PII.None"}
 
 
-def test_managed_display_name_is_enforced() -> None:
-    plan = compute_plan(
-        by_name(desired("a", display_name="Wanted")), by_name(held("a", displayName="Edited")), owner_tag=OWNER
-    )
-    assert plan.update[0].fields == ("displayName",)
+def test_managed_display_name_is_set_when_empty_and_a_stored_one_is_reported_as_kept() -> None:
+    # Changed by issue 14.3: the server keeps a non-empty displayName against a bot's PUT, so
+    # "enforcing" it would be a no-op write every cycle.
+    want = by_name(desired("a", display_name="Wanted"))
+    assert compute_plan(want, by_name(held("a")), owner_tag=OWNER).update[0].fields == ("displayName",)
+    plan = compute_plan(want, by_name(held("a", displayName="Edited")), owner_tag=OWNER)
+    assert plan.update == ()
+    assert plan.kept == (("a", "displayName"),)
+    assert [c.name for c in plan.unchanged] == ["a"]
+
+
+def test_an_update_carries_the_stored_ingestion_runner_and_data_products() -> None:
+    runner = {"id": "5e6f0000-0000-4000-8000-000000000001", "type": "ingestionRunner"}
+    cur = held("a", ingestionRunner=runner, dataProducts=[{"fullyQualifiedName": "dp.one", "id": "x", "type": "d"}])
+    plan = compute_plan(by_name(desired("a", "http://new:1")), by_name(cur), owner_tag=OWNER)
+    body = plan.update[0].body
+    assert body is not None
+    assert body["ingestionRunner"] == runner
+    assert body["dataProducts"] == ["dp.one"]
+
+
+def test_a_listed_entity_that_cannot_be_read_raises_naming_the_field() -> None:
+    import pytest
+
+    entity = {"id": "1", "name": "a", "tags": ["just-a-string"]}
+    with pytest.raises(ValueError, match=r"service 'a': `tags\[0\]` lacks tagFQN"):
+        CurrentService.from_entity(entity)
 
 
 def test_description_is_only_filled_when_empty() -> None:

@@ -25,8 +25,9 @@ from mlsvc_discover._errors import ConfigError, MappingError
 from mlsvc_discover.config import parse_config
 from mlsvc_discover.controller import describe
 from mlsvc_discover.mapper import DEFAULT_TEMPLATES, DesiredService, map_finding, map_findings, owner_tag_fqn
-from mlsvc_discover.models import NAME_MAX
-from mlsvc_discover.plan import CurrentService, compute_plan, scope_succeeded
+from mlsvc_discover.openmetadata.entities import CurrentService
+from mlsvc_discover.openmetadata.models import NAME_MAX
+from mlsvc_discover.plan import compute_plan, scope_succeeded
 from mlsvc_discover.sources.base import Finding, PlatformKind
 from mlsvc_discover.sources.mlflow import normalise_tracking_uri, redact_uri
 

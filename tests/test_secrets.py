@@ -391,7 +391,7 @@ def test_the_long_running_agent_with_debug_logs_leaks_no_secret_in_logs_or_metri
     }
     path = world.write(config)
     # OpenMetadata fails the first cycle, so its error path is logged too.
-    world.standin.inject(FaultRule(method="GET", status=503, times=2))
+    world.standin.inject(FaultRule(method="GET", path="/mlmodelServices", status=503, times=2))
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         proc = subprocess.Popen(

@@ -15,7 +15,9 @@ with ``raise X(...) from exc`` so callers only ever catch these::
     └── OpenMetadataError           talking to OpenMetadata failed
         ├── OpenMetadataUnavailable connection error, timeout or 5xx after retries (soft)
         ├── OpenMetadataAuthError   401 / 403: stop writing for this cycle, no retry
-        └── OpenMetadataRequestError 400 / 404 / 409 / other 4xx: this item is wrong
+        ├── OpenMetadataRequestError 400 / 404 / 409 / other 4xx: this item is wrong
+        ├── OpenMetadataBadAnswer   an answer that cannot be read (shape, size, cursor loop)
+        └── OpenMetadataSetupError  the ownership tag is missing and cannot be created
 
 Messages never contain secrets: URIs are redacted before they are formatted in.
 """
@@ -91,3 +93,12 @@ class OpenMetadataAuthError(OpenMetadataError):
 
 class OpenMetadataRequestError(OpenMetadataError):
     """OpenMetadata rejected one request (400, 404, 409, other 4xx)."""
+
+
+class OpenMetadataBadAnswer(OpenMetadataError):
+    """OpenMetadata answered something the agent cannot read: a body of the wrong shape, one
+    larger than ``max_response_bytes``, or a listing whose cursor repeats. Never retried."""
+
+
+class OpenMetadataSetupError(OpenMetadataError):
+    """The agent's classification or marker tag is missing and the token may not create it."""

@@ -15,7 +15,7 @@ import string
 from collections.abc import Mapping
 
 from mlsvc_discover._errors import MappingError
-from mlsvc_discover.models import NAME_MAX, validate_service_name
+from mlsvc_discover.openmetadata.models import NAME_MAX, validate_service_name
 
 __all__ = ["check_template", "render_name"]
 

@@ -56,7 +56,11 @@ class OpenMetadataConfig(StrictModel):
         default=None,
         description="JWT of a bot, sent as `Authorization: Bearer`. Env: OPENMETADATA_JWT_TOKEN.",
     )
-    timeout: Duration = Field(default=30.0, gt=0, description="Timeout of one HTTP request.")
+    timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="Total deadline of one HTTP request attempt: connecting, sending and reading the whole answer.",
+    )
     verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate.")
     ca_bundle: Path | None = Field(default=None, description="CA bundle (PEM) to verify the server with.")
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Services per bulk request.")
@@ -70,7 +74,18 @@ class OpenMetadataConfig(StrictModel):
     )
     backoff_max: Duration = Field(default=30.0, ge=0, description="Longest retry delay (also caps Retry-After).")
     use_bulk: bool = Field(
-        default=True, description="Try `PUT .../bulk` first; false always writes one PUT per service."
+        default=True,
+        description="Try `PUT .../bulk` once; a server without the route gets one PUT per service from then on.",
+    )
+    max_response_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest answer read from OpenMetadata (bytes); a larger one fails the request, unread.",
+    )
+    max_pages: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most pages one listing may take; more means the server's paging is broken (fatal, no writes).",
     )
 
     @field_validator("host")

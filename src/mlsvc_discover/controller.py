@@ -19,20 +19,29 @@ process either).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError, StateError
+from mlsvc_discover._errors import (
+    OpenMetadataAuthError,
+    OpenMetadataBadAnswer,
+    OpenMetadataError,
+    OpenMetadataSetupError,
+    StateError,
+)
 from mlsvc_discover._logging import redact
 from mlsvc_discover.config import AgentConfig
-from mlsvc_discover.mapper import map_findings, owner_tag_fqn
+from mlsvc_discover.mapper import DesiredService, map_findings, owner_tag_fqn
+from mlsvc_discover.openmetadata.client import OpenMetadataClient, Outcome, WriteResult, WritesStopped
+from mlsvc_discover.openmetadata.entities import CurrentService
 from mlsvc_discover.pipeline_step import PipelineStep
-from mlsvc_discover.plan import Change, CurrentService, Plan, compute_plan
-from mlsvc_discover.provider.openmetadata import OpenMetadataClient, Outcome, WriteResult, WritesStopped
+from mlsvc_discover.plan import Change, History, Looked, Plan, apply_policy, diff
 from mlsvc_discover.report import DiscovererStats, Failure, FindingRecord, Report, ScopeRecord
 from mlsvc_discover.sources.base import (
     Discoverer,
@@ -55,6 +64,10 @@ DISCOVERY_SHARE = 0.75
 """Share of ``cycle_timeout`` the discoverers may use; the rest is kept for OpenMetadata."""
 # Closing is cleanup: a discoverer whose threads are stuck must not hold the caller.
 _CLOSE_TIMEOUT = 2.0
+# Oldest OpenMetadata with ``domains`` (a list) and ``fields=domains``: older ones answer 400.
+MIN_VERSION = (1, 8)
+# The 404 the server gives for a tag, domain, user or team a request names that does not exist.
+_MISSING_REFERENCE = re.compile(r"\b(tag|domain|user|team|dataProduct) instance for (.+?) not found")
 
 
 class Agent:
@@ -70,6 +83,11 @@ class Agent:
         self.scopes: dict[str, Scope] = {}
         self._progress: ProgressCallback | None = None
         self._state = StateFile(config.state.path) if config.state.path is not None else None
+        # Per-process facts about the server: the marker tag made sure of, the version refused,
+        # and what has been said once already (set-up help, values the server keeps).
+        self._marker_ready = False
+        self._unsupported: str | None = None
+        self._said: set[str] = set()
         self._load_state()
 
     def set_progress(self, callback: ProgressCallback | None) -> None:
@@ -272,43 +290,68 @@ class Agent:
             report.notes.append("openmetadata.host is not set: planned against an empty catalog")
         else:
             try:
+                if not await self._supported(client, report):
+                    return
                 for entity in await client.list_services():
                     svc = CurrentService.from_entity(entity)
                     current[svc.name] = svc
-            except (OpenMetadataError, KeyError, TypeError, ValueError) as exc:
+            except (OpenMetadataError, ValueError) as exc:
+                if isinstance(exc, ValueError):
+                    exc = OpenMetadataBadAnswer(f"OpenMetadata answered something unexpected: {exc}")
                 report.fatal = f"cannot read ML model services from OpenMetadata: {exc}"
                 report.fatal_kind = (
-                    "openmetadata_auth" if isinstance(exc, OpenMetadataAuthError) else "openmetadata_unavailable"
+                    "openmetadata_auth"
+                    if isinstance(exc, OpenMetadataAuthError)
+                    else "openmetadata_bad_answer"
+                    if isinstance(exc, OpenMetadataBadAnswer)
+                    else "openmetadata_unavailable"
                 )
                 log.error("%s", report.fatal)
                 return
 
-        plan = compute_plan(
+        changes = diff(
             mapped.desired,
             current,
             owner_tag=self.owner_tag,
-            policy=self.config.policy,
+            looked=Looked(outcomes, all_ok),
+            history=History(self.misses, self.scopes),
             stale_after=self.config.stale_after,
-            max_delete_fraction=self.config.max_delete_fraction,
-            outcomes=outcomes,
-            all_scopes_ok=all_ok,
-            misses=self.misses,
-            known_scopes=self.scopes,
             protected=mapped.protected,
         )
+        plan = apply_policy(changes, self.config.policy, max_delete_fraction=self.config.max_delete_fraction)
         report.plan = plan
         for c in plan.conflicts:
             report.outcomes["conflict"] += 1
             log.warning("conflict: %s", c.reason)
         report.outcomes["skipped"] += len(plan.skipped)
         report.outcomes["unchanged"] += len(plan.unchanged)
+        for name, kept in plan.kept:
+            self._say_once(
+                report,
+                f"kept:{name}:{kept}",
+                f"{name}: OpenMetadata keeps the {kept} stored on the service against the agent's update, so the "
+                f"configured {kept} is not applied (clear it in OpenMetadata to let the agent set it)",
+            )
         # Ingestion pipelines (pipeline_step.py): planned here, deleted before the services
         # (a service with a pipeline cannot be deleted), written after them (new services' ids).
         pipelines = PipelineStep(self.config, client)
         await pipelines.plan(report, findings=findings, desired=mapped.desired, plan=plan, current=current)
         if dry_run:
+            if client is not None:
+                await self._check_names(client, mapped.desired, report)
             return
         assert client is not None  # a missing host returned above unless dry_run
+        if plan.writes and not self._marker_ready:
+            try:
+                await self._ensure_marker(client)
+            except OpenMetadataError as exc:
+                report.fatal = f"cannot make sure the ownership tag {self.owner_tag} exists: {exc}"
+                # The token may not create the tag: a matter of the bot's role, as a 401/403 is.
+                refused = isinstance(exc, OpenMetadataAuthError | OpenMetadataSetupError)
+                report.fatal_kind = "openmetadata_auth" if refused else "openmetadata_unavailable"
+                report.not_applied = sorted({c.name for c in (*plan.writes, *plan.delete)})
+                self._say_once(report, "setup", report.fatal, note=False)
+                return
         await pipelines.delete(report, stop)
         await self._apply(client, plan, report, stop)
         if report.fatal is None:
@@ -336,6 +379,23 @@ class Agent:
             bodies = [dict(c.body) for c in plan.writes if c.body is not None]
             expected: dict[str, Outcome] = {c.name: _expected(c) for c in plan.writes}
             results = await client.upsert(bodies, expected=expected, stop=stop) if bodies else []
+            lost = {r.name for r in results if not r.ok and self._marker_missing(r)}
+            if lost and not stopped():
+                # Someone deleted the marker while the agent runs: make it again, once, and
+                # write what it refused, rather than report every service as failed.
+                log.warning("the ownership tag %s disappeared from OpenMetadata; creating it again", self.owner_tag)
+                self._marker_ready = False
+                try:
+                    await self._ensure_marker(client)
+                except OpenMetadataError as exc:
+                    self._record_writes(results, plan, report)
+                    raise _SetupFailed(str(exc)) from exc
+                kept = [r for r in results if r.name not in lost]
+                try:
+                    again = await client.upsert([b for b in bodies if b["name"] in lost], expected=expected, stop=stop)
+                except WritesStopped as exc:
+                    raise WritesStopped(exc, kept + exc.results) from exc
+                results = kept + again
             self._record_writes(results, plan, report)
 
             for change in plan.delete:
@@ -347,11 +407,25 @@ class Agent:
                 except OpenMetadataAuthError:
                     raise
                 except OpenMetadataError as exc:
+                    if exc.status == 400 and "not empty" in str(exc):
+                        # Kept on purpose: a recursive delete would take ML models and ingestion
+                        # pipelines that people or pipelines added with it (docs/guarantees.md).
+                        report.not_empty.append(change.name)
+                        report.notes.append(
+                            f"not deleted {change.name}: it still holds ML models or ingestion pipelines, and "
+                            "the agent never deletes recursively; delete them (or the service) in OpenMetadata"
+                        )
+                        log.warning("not deleting %s: OpenMetadata says it is not empty", change.name)
+                        continue
                     report.failures.append(Failure("delete", change.name, str(exc)))
                 else:
                     report.outcomes["deleted"] += 1
                     report.applied.append(change.name)
                     log.info("deleted %s: %s", change.name, change.reason)
+        except _SetupFailed as exc:
+            report.fatal = str(exc)
+            report.fatal_kind = "openmetadata_auth"
+            log.error("%s", report.fatal)
         except OpenMetadataAuthError as exc:
             if isinstance(exc, WritesStopped):
                 # Writes confirmed before the refusal are applied: the report must say so.
@@ -360,10 +434,17 @@ class Agent:
             report.fatal = f"OpenMetadata refused the agent ({exc}); writes stopped for this cycle"
             report.fatal_kind = "openmetadata_auth"
             log.error("%s", report.fatal)
-        wanted = {c.name for c in (*plan.writes, *plan.delete)}
+        wanted = {c.name for c in (*plan.writes, *plan.delete)} - set(report.not_empty)
         report.not_applied = sorted(wanted - set(report.applied))
         if stopped() and report.not_applied:
             report.interrupted = True
+        elif wanted and not report.applied and report.fatal is None:
+            # Nothing it had to write was accepted (a marker refused, every item rejected):
+            # the agent is not doing its job, whatever the per-item reasons, and /readyz says so.
+            first = next((f.reason for f in report.failures if f.stage in ("write", "restore", "delete")), "")
+            report.fatal = f"OpenMetadata accepted none of the {len(wanted)} writes this cycle needed ({first})"
+            report.fatal_kind = "openmetadata_writes_refused"
+            log.error("%s", report.fatal)
 
     def _record_writes(self, results: Sequence[WriteResult], plan: Plan, report: Report) -> None:
         sources: Mapping[str, str | None] = {c.name: c.source for c in plan.writes}
@@ -373,7 +454,124 @@ class Agent:
                 report.applied.append(r.name)
             else:
                 report.outcomes["failed"] += 1
-                report.failures.append(Failure("write", r.name, r.message, sources.get(r.name), kind=_kind(r)))
+                message = r.message
+                missing = _MISSING_REFERENCE.search(message) if r.status == 404 else None
+                if missing is not None and missing.group(2) != self.owner_tag:
+                    message = (
+                        f"the {missing.group(1)} {missing.group(2)!r} named in the config does not exist in "
+                        f"OpenMetadata; create it there or fix the config ({message})"
+                    )
+                report.failures.append(Failure("write", r.name, message, sources.get(r.name), kind=_kind(r)))
+
+    # --- the server: version, ownership marker, names the config uses ---------------------
+
+    def _say_once(self, report: Report, key: str, text: str, *, note: bool = True) -> None:
+        """Log ``text`` once per process (a dry run is a process: it always says it)."""
+        if key in self._said:
+            return
+        self._said.add(key)
+        if note:
+            report.notes.append(text)
+            log.info("%s", text)
+        else:
+            log.error("%s", text)
+
+    async def _supported(self, client: OpenMetadataClient, report: Report) -> bool:
+        """Refuse a server older than :data:`MIN_VERSION` (asked once per process)."""
+        if self._unsupported is None:
+            version = await client.server_version()
+            numbers = re.findall(r"\d+", version or "")
+            if len(numbers) >= 2 and (int(numbers[0]), int(numbers[1])) < MIN_VERSION:
+                self._unsupported = (
+                    f"OpenMetadata {version} is not supported: mlsvc-discover needs OpenMetadata "
+                    f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or later (multi-domain `domains`); nothing is read or written"
+                )
+                log.error("%s", self._unsupported)
+            elif version is not None:
+                self._unsupported = ""  # else unknown (the server did not say): asked again next cycle
+        if self._unsupported:
+            report.fatal = self._unsupported
+            report.fatal_kind = "openmetadata_version"
+            return False
+        return True
+
+    def _marker_missing(self, result: WriteResult) -> bool:
+        return result.status == 404 and f"tag instance for {self.owner_tag} not found" in result.message
+
+    async def _ensure_marker(self, client: OpenMetadataClient) -> None:
+        """Make sure the classification and the marker tag exist; leave them alone when they do."""
+        classification = self.config.ownership_classification
+        tag = self.config.owner_id
+        try:
+            if not await client.classification_exists(classification):
+                await client.put_classification(
+                    classification, "Marks ML model services that mlsvc-discover manages (one tag per agent)."
+                )
+                log.info("created the classification %s", classification)
+            if not await client.tag_exists(self.owner_tag):
+                await client.put_tag(classification, tag, f"ML model services managed by mlsvc-discover {tag}.")
+                log.info("created the ownership tag %s", self.owner_tag)
+        except OpenMetadataError as exc:
+            if exc.status not in (401, 403):
+                raise
+            host = self.config.openmetadata.host
+            auth = "-H 'Authorization: Bearer <ADMIN_TOKEN>' -H 'Content-Type: application/json'"
+            make_classification = json.dumps({"name": classification, "description": "mlsvc-discover ownership"})
+            make_tag = json.dumps({"classification": classification, "name": tag, "description": "mlsvc-discover"})
+            raise OpenMetadataSetupError(
+                f"the ownership tag {self.owner_tag} does not exist in OpenMetadata and this token may not create "
+                f"it ({exc}). Grant the bot Create on classifications and tags, or run once, with an admin's "
+                "token (both commands are idempotent):\n"
+                f"  curl -X PUT {host}/v1/classifications {auth} -d '{make_classification}'\n"
+                f"  curl -X PUT {host}/v1/tags {auth} -d '{make_tag}'",
+                status=exc.status,
+            ) from exc
+        self._marker_ready = True
+
+    async def _check_names(
+        self, client: OpenMetadataClient, desired: Mapping[str, DesiredService], report: Report
+    ) -> None:
+        """``--dry-run``: report tags, domains and owners the config names that do not exist."""
+        users: dict[tuple[str, str], list[str]] = {}
+        for want in desired.values():
+            body = want.body()
+            for t in body.get("tags", []):
+                if t["tagFQN"] != self.owner_tag:
+                    users.setdefault(("tag", t["tagFQN"]), []).append(want.name)
+            for d in body.get("domains", []):
+                users.setdefault(("domain", d), []).append(want.name)
+            for o in body.get("owners", []):
+                users.setdefault((o["type"], o["id"]), []).append(want.name)
+        try:
+            if not await client.tag_exists(self.owner_tag):
+                report.notes.append(
+                    f"the ownership tag {self.owner_tag} does not exist yet; a real run creates it "
+                    f"(and its classification {self.config.ownership_classification}) before its first write"
+                )
+            for (kind, key), names in sorted(users.items()):
+                if kind == "tag":
+                    found = await client.tag_exists(key)
+                elif kind == "domain":
+                    found = await client.domain_exists(key)
+                else:
+                    found = await client.owner_exists(kind, key)
+                if not found:
+                    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+                    report.failures.append(
+                        Failure(
+                            "check",
+                            key,
+                            f"the {kind} {key!r} named in the config does not exist in OpenMetadata; writing "
+                            f"{len(names)} service(s) that use it would fail: {shown}",
+                            kind="missing_reference",
+                        )
+                    )
+        except OpenMetadataError as exc:
+            report.notes.append(f"could not check the names the config uses: {exc}")
+
+
+class _SetupFailed(Exception):
+    """The marker tag vanished mid-run and could not be made again: stop writing this cycle."""
 
 
 def _loop_time(monotonic: float) -> float:

@@ -19,7 +19,7 @@ from pydantic import SecretStr, ValidationError
 
 from mlsvc_discover._errors import MappingError, NameCollisionError
 from mlsvc_discover._templates import check_template, render_name
-from mlsvc_discover.models import (
+from mlsvc_discover.openmetadata.models import (
     AWSCredentials,
     CreateMlModelServiceRequest,
     EntityReference,

@@ -42,7 +42,7 @@ PIPELINE_OUTCOMES: Final = (
     "skipped",
     "failed",
 )
-DELETION_REASONS: Final = ("stale", "blocked_max_fraction")
+DELETION_REASONS: Final = ("stale", "blocked_max_fraction", "refused_not_empty")
 
 # Cycles range from well under a second (a few static services) to many minutes (hundreds of
 # AWS accounts); the buckets cover both ends.
@@ -131,7 +131,8 @@ class Metrics:
         )
         self.deletions = Counter(
             "mlsvc_discover_deletions_total",
-            "Deletions applied (stale) and deletions held back by max_delete_fraction (blocked_max_fraction).",
+            "Deletions applied (stale), held back by max_delete_fraction (blocked_max_fraction), and refused by "
+            "OpenMetadata because the service still holds ML models or pipelines (refused_not_empty).",
             ["reason"],
             registry=registry,
         )
@@ -254,6 +255,8 @@ class Metrics:
         deleted = report.outcomes.get("deleted", 0)
         if deleted:
             self.deletions.labels(reason="stale").inc(deleted)
+        if report.not_empty:
+            self.deletions.labels(reason="refused_not_empty").inc(len(report.not_empty))
         if report.plan is not None:
             # plan.py words the fraction guard's skips this way; create-only skips are not deletions.
             blocked = sum(1 for c in report.plan.skipped if c.code == "max_delete_fraction")

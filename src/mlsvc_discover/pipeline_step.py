@@ -18,6 +18,9 @@ from typing import Any
 from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError
 from mlsvc_discover.config import AgentConfig
 from mlsvc_discover.mapper import DesiredService
+from mlsvc_discover.openmetadata.client import OpenMetadataClient
+from mlsvc_discover.openmetadata.entities import CurrentService
+from mlsvc_discover.openmetadata.pipelines import PipelineClient, PipelineServiceResponse
 from mlsvc_discover.pipelines import (
     SERVICE_ENTITY_TYPE,
     CurrentPipeline,
@@ -27,9 +30,7 @@ from mlsvc_discover.pipelines import (
     compute_pipeline_plan,
     pipeline_name,
 )
-from mlsvc_discover.plan import CurrentService, Plan
-from mlsvc_discover.provider.openmetadata import OpenMetadataClient
-from mlsvc_discover.provider.pipelines import PipelineClient, PipelineServiceResponse
+from mlsvc_discover.plan import Plan
 from mlsvc_discover.report import Failure, Report
 from mlsvc_discover.sources.base import Finding
 

@@ -6,11 +6,17 @@ The tag lives in OpenMetadata, so ownership survives restarts and fresh containe
 name held by a service without the tag is a *conflict*: reported, never written.
 
 Field ownership. The agent manages the connection keys it sets and the marker tag always, and
-displayName, description, owners, domains and tags only when config sets them. Owners and tags
-are additive (the agent's must be present; others are left), and description is only filled
-when empty, because OpenMetadata keeps a non-empty description against a bot's PUT. Values of
-unmanaged fields are copied from OpenMetadata into the update body, so a person's edit is never
-reverted whichever way the server treats an absent field.
+displayName, description, owners, domains and tags only when config sets them. The plan follows
+the rules the OpenMetadata server applies to a bot's PUT: a non-empty stored displayName,
+description, domains and dataProducts are kept (so the plan only fills them when empty, and a
+difference it cannot apply is reported in ``Plan.kept``, never written every cycle), tags are
+merged, and owners are replaced by a non-empty list (so the agent sends the stored owners plus
+its own: additive). Values of unmanaged fields, ``ingestionRunner`` included (the server clears
+it when a PUT lacks it), are copied from OpenMetadata into the update body, so a person's edit is
+never reverted.
+
+Two steps, as external-dns has them: :func:`diff` says what differs whatever the policy, and
+:func:`apply_policy` then says what of it may be done (:func:`compute_plan` runs both).
 
 Deletes (policy ``sync`` only). An owned service that is no longer found is deleted only when
 the scope that produced it succeeded this cycle, after ``stale_after`` consecutive such misses,
@@ -21,80 +27,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from mlsvc_discover.mapper import DesiredService
+from mlsvc_discover.openmetadata.entities import SECRET_KEYS, SECRET_MASK, CurrentService, mask_secrets
 from mlsvc_discover.sources.base import Scope
 
 __all__ = [
-    "SECRET_MASK",
     "Change",
-    "CurrentService",
+    "History",
+    "Looked",
     "Plan",
     "Policy",
+    "apply_policy",
     "compute_plan",
+    "diff",
     "scope_succeeded",
 ]
 
 Policy = Literal["upsert-only", "create-only", "sync"]
 Action = Literal["create", "update", "restore", "unchanged", "conflict", "delete", "skip"]
-SECRET_MASK = "*********"  # noqa: S105 - the mask OpenMetadata shows, not a secret
-_SECRET_KEYS = frozenset({"awsSecretAccessKey", "awsSessionToken", "privateKey"})
-
-
-@dataclass(frozen=True)
-class CurrentService:
-    """The parts of an OpenMetadata ``MlModelService`` the plan looks at."""
-
-    id: str
-    name: str
-    service_type: str
-    deleted: bool
-    connection: Mapping[str, Any]
-    display_name: str | None
-    description: str | None
-    owners: tuple[Mapping[str, Any], ...]
-    domains: tuple[str, ...]
-    tags: tuple[Mapping[str, Any], ...]
-
-    @classmethod
-    def from_entity(cls, entity: Mapping[str, Any]) -> CurrentService:
-        conn = entity.get("connection") or {}
-        return cls(
-            id=str(entity["id"]),
-            name=str(entity["name"]),
-            service_type=str(entity.get("serviceType", "")),
-            deleted=bool(entity.get("deleted", False)),
-            connection=dict((conn.get("config") or {}) if isinstance(conn, Mapping) else {}),
-            display_name=entity.get("displayName"),
-            description=entity.get("description"),
-            owners=tuple({"id": str(o["id"]), "type": o["type"]} for o in entity.get("owners") or ()),
-            domains=tuple(
-                str(d.get("fullyQualifiedName") or d.get("name")) if isinstance(d, Mapping) else str(d)
-                for d in entity.get("domains") or ()
-            ),
-            tags=tuple(_tag_request(t) for t in entity.get("tags") or ()),
-        )
-
-    @property
-    def tag_fqns(self) -> frozenset[str]:
-        return frozenset(str(t["tagFQN"]) for t in self.tags)
-
-
-def _mask_secrets(value: Any) -> Any:
-    """A body as the plan prints it: secret values replaced by OpenMetadata's mask."""
-    if isinstance(value, Mapping):
-        return {k: SECRET_MASK if k in _SECRET_KEYS and v is not None else _mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_mask_secrets(v) for v in value]
-    return value
-
-
-def _tag_request(tag: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored TagLabel reduced to the keys a create request may carry back."""
-    keep = ("tagFQN", "source", "labelType", "state")
-    return {k: tag[k] for k in keep if k in tag and tag[k] is not None}
 
 
 @dataclass(frozen=True)
@@ -118,7 +71,7 @@ class Change:
         if self.fields:
             out["fields"] = list(self.fields)
         if self.body is not None:
-            out["body"] = _mask_secrets(self.body)
+            out["body"] = mask_secrets(self.body)
         return out
 
 
@@ -137,6 +90,8 @@ class Plan:
     misses: Mapping[str, int] = field(default_factory=dict)
     scopes: Mapping[str, Scope] = field(default_factory=dict)
     owned: int = 0
+    # Differences the server would ignore (it keeps its value against a bot): (name, field).
+    kept: tuple[tuple[str, str], ...] = ()
 
     @property
     def writes(self) -> tuple[Change, ...]:
@@ -155,6 +110,7 @@ class Plan:
             "unchanged": len(self.unchanged),
             "conflicts": [c.to_dict() for c in self.conflicts],
             "skipped": [c.to_dict() for c in self.skipped],
+            "kept_by_server": [{"name": n, "field": f} for n, f in self.kept],
         }
 
 
@@ -193,7 +149,7 @@ def _differs(desired: Any, current: Any) -> bool:
         if not isinstance(current, Mapping):
             return True
         for k, v in desired.items():
-            if k in _SECRET_KEYS and current.get(k) == SECRET_MASK:
+            if k in SECRET_KEYS and current.get(k) == SECRET_MASK:
                 continue  # a masked secret cannot be compared; the server keeps it
             if _differs(v, current.get(k)):
                 return True
@@ -208,33 +164,43 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _diff_fields(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> list[str]:
+def _diff_fields(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> tuple[list[str], list[str]]:
+    """(fields to write, fields that differ but the server keeps against a bot's PUT)."""
     fields: list[str] = []
+    kept: list[str] = []
     if cur.service_type != body["serviceType"]:
         fields.append("serviceType")
     if _differs(_strip_none(body["connection"]["config"]), cur.connection):
         fields.append("connection")
     if "displayName" in want.managed and body.get("displayName") != cur.display_name:
-        fields.append("displayName")
-    if "description" in want.managed and not cur.description and body.get("description"):
-        fields.append("description")
+        (kept if cur.display_name else fields).append("displayName")
+    if "description" in want.managed and body.get("description") and body.get("description") != cur.description:
+        (kept if cur.description else fields).append("description")
     if "owners" in want.managed:
         have = {(o["id"], o["type"]) for o in cur.owners}
         if any((o["id"], o["type"]) not in have for o in body.get("owners", [])):
             fields.append("owners")
     if "domains" in want.managed and tuple(body.get("domains", [])) != cur.domains:
-        fields.append("domains")
+        (kept if cur.domains else fields).append("domains")
     if any(t["tagFQN"] not in cur.tag_fqns for t in body.get("tags", [])):
         fields.append("tags")
-    return fields
+    return fields, kept
 
 
 def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentService) -> dict[str, Any]:
-    """Desired managed values over current values of everything else."""
+    """Desired managed values over current values of everything else, as the server applies them.
+
+    What the server keeps against a bot (a non-empty displayName, description, domains,
+    dataProducts) is sent as stored, and what it clears when absent (``ingestionRunner``) is
+    sent back, so the body says exactly what the service will hold.
+    """
     out: dict[str, Any] = {"name": want.name, "serviceType": body["serviceType"]}
-    out["connection"] = {"config": _merge(cur.connection, _strip_none(body["connection"]["config"]))}
-    display = body.get("displayName") if "displayName" in want.managed else cur.display_name
-    if display is not None:
+    want_config = _strip_none(body["connection"]["config"])
+    # Keys of another connection type would make the request invalid: a changed type is replaced.
+    base = cur.connection if cur.connection.get("type") == want_config.get("type") else {}
+    out["connection"] = {"config": _merge(base, want_config)}
+    display = cur.display_name or (body.get("displayName") if "displayName" in want.managed else None)
+    if display:
         out["displayName"] = display
     description = cur.description or (body.get("description") if "description" in want.managed else None)
     if description:
@@ -243,43 +209,61 @@ def _update_body(want: DesiredService, body: Mapping[str, Any], cur: CurrentServ
     owners += [o for o in body.get("owners", []) if (o["id"], o["type"]) not in {(x["id"], x["type"]) for x in owners}]
     if owners:
         out["owners"] = owners
-    domains = body.get("domains") if "domains" in want.managed else list(cur.domains)
+    domains = list(cur.domains) or (body.get("domains") if "domains" in want.managed else None)
     if domains:
         out["domains"] = list(domains)
+    if cur.data_products:
+        out["dataProducts"] = list(cur.data_products)
     tags = [dict(t) for t in cur.tags]
     tags += [t for t in body.get("tags", []) if t["tagFQN"] not in cur.tag_fqns]
     out["tags"] = tags
+    if cur.ingestion_runner is not None:
+        out["ingestionRunner"] = dict(cur.ingestion_runner)
+    if cur.style is not None:
+        out["style"] = dict(cur.style)
     return out
 
 
-def compute_plan(
+@dataclass(frozen=True)
+class History:
+    """The previous plan's bookkeeping: consecutive misses and the scope of each owned service."""
+
+    misses: Mapping[str, int] = field(default_factory=dict)
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Looked:
+    """What this cycle looked at: each scope's success, and whether every scope succeeded."""
+
+    outcomes: Mapping[Scope, bool] = field(default_factory=dict)
+    all_ok: bool = False
+
+
+def diff(
     desired: Mapping[str, DesiredService],
     current: Mapping[str, CurrentService],
     *,
     owner_tag: str,
-    policy: Policy = "upsert-only",
-    stale_after: int = 3,
-    max_delete_fraction: float = 0.2,
-    outcomes: Mapping[Scope, bool] | None = None,
-    all_scopes_ok: bool = False,
-    misses: Mapping[str, int] | None = None,
-    known_scopes: Mapping[str, Scope] | None = None,
+    looked: Looked,
+    history: History,
+    stale_after: int,
     protected: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
-    """Classify every desired and every owned service. Pure: same input, same plan.
+    """What differs, whatever the policy. Pure: same input, same plan.
 
-    ``outcomes`` maps each scope looked at this cycle to whether it succeeded; ``misses`` and
-    ``known_scopes`` are the previous plan's bookkeeping (empty on a first run).
+    Every difference is an ``update``; an owned service missing for ``stale_after`` cycles in
+    scopes that succeeded is a ``delete`` (code ``stale``), one not yet stale an ``unchanged``
+    line (code ``missing``). :func:`apply_policy` then decides what of it may be done.
     """
-    outcomes = outcomes or {}
-    prev_misses = dict(misses or {})
-    scopes: dict[str, Scope] = dict(known_scopes or {})
+    prev_misses = dict(history.misses)
+    scopes: dict[str, Scope] = dict(history.scopes)
     create: list[Change] = []
     update: list[Change] = []
     restore: list[Change] = []
     unchanged: list[Change] = []
     conflicts: list[Change] = []
-    skipped: list[Change] = []
+    kept: list[tuple[str, str]] = []
 
     for name in sorted(desired):
         want = desired[name]
@@ -302,7 +286,8 @@ def compute_plan(
             )
             continue
         scopes[name] = want.scope
-        fields = _diff_fields(want, body, cur)
+        fields, kept_fields = _diff_fields(want, body, cur)
+        kept += [(name, f) for f in kept_fields]
         if cur.deleted:
             restore.append(
                 Change(
@@ -317,18 +302,6 @@ def compute_plan(
             )
         elif not fields:
             unchanged.append(Change(name, "unchanged", "up to date", want.source, service_id=cur.id))
-        elif policy == "create-only":
-            skipped.append(
-                Change(
-                    name,
-                    "skip",
-                    "differs, but policy is create-only",
-                    want.source,
-                    cur.id,
-                    tuple(fields),
-                    code="create_only",
-                )
-            )
         else:
             update.append(
                 Change(
@@ -344,54 +317,27 @@ def compute_plan(
 
     owned = [c for c in current.values() if owner_tag in c.tag_fqns and not c.deleted]
     new_misses: dict[str, int] = {}
-    candidates: list[Change] = []
+    delete: list[Change] = []
     for cur in sorted(owned, key=lambda c: c.name):
         if cur.name in desired or cur.name in protected:
             continue
-        scope = scopes.get(cur.name)
         count = prev_misses.get(cur.name, 0)
-        looked = scope_succeeded(scope, outcomes, all_ok=all_scopes_ok)
-        if looked:
+        seen = scope_succeeded(scopes.get(cur.name), looked.outcomes, all_ok=looked.all_ok)
+        if seen:
             count += 1
         # else: the scope failed this cycle; hold the count, neither reset nor advance it,
         # and delete nothing from it whatever the count says.
         new_misses[cur.name] = count
-        if policy != "sync":
-            continue
-        if looked and count >= stale_after:
-            candidates.append(
-                Change(
-                    cur.name,
-                    "delete",
-                    f"not found for {count} consecutive cycles in a scope that succeeded",
-                    service_id=cur.id,
-                    code="stale",
-                )
-            )
+        if seen and count >= stale_after:
+            reason = f"not found for {count} consecutive cycles in a scope that succeeded"
+            delete.append(Change(cur.name, "delete", reason, service_id=cur.id, code="stale"))
         else:
-            unchanged.append(
-                Change(
-                    cur.name,
-                    "unchanged",
-                    f"not found ({count} of {stale_after} misses before delete)"
-                    + ("" if looked else "; its scope failed this cycle, so it is kept"),
-                    service_id=cur.id,
-                )
+            reason = f"not found ({count} of {stale_after} misses before delete)" + (
+                "" if seen else "; its scope failed this cycle, so it is kept"
             )
-    delete: list[Change] = candidates
-    limit = math.floor(max_delete_fraction * len(owned) + 1e-9)
-    if candidates and len(candidates) > limit:
-        reason = (
-            f"{len(candidates)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
-            f"{len(owned)} owned services (at most {limit}); nothing deleted this cycle"
-        )
-        skipped += [
-            Change(c.name, "skip", reason, service_id=c.service_id, code="max_delete_fraction") for c in candidates
-        ]
-        delete = []
+            unchanged.append(Change(cur.name, "unchanged", reason, service_id=cur.id, code="missing"))
     # Forget scopes of services that are gone for good.
     live = {c.name for c in owned} | set(desired)
-    scopes = {k: v for k, v in scopes.items() if k in live}
     return Plan(
         create=tuple(create),
         update=tuple(update),
@@ -399,8 +345,77 @@ def compute_plan(
         delete=tuple(delete),
         unchanged=tuple(unchanged),
         conflicts=tuple(conflicts),
-        skipped=tuple(skipped),
         misses=new_misses,
-        scopes=scopes,
+        scopes={k: v for k, v in scopes.items() if k in live},
         owned=len(owned),
+        kept=tuple(kept),
     )
+
+
+def apply_policy(plan: Plan, policy: Policy, *, max_delete_fraction: float) -> Plan:
+    """The policy applied after the diff, as external-dns's ``Policy.Apply`` does.
+
+    ``create-only`` turns updates into skips; only ``sync`` deletes (and lists what is missing);
+    deletions beyond ``max_delete_fraction`` of the owned services are all held back.
+    """
+    update, skipped = plan.update, plan.skipped
+    if policy == "create-only":
+        skipped += tuple(
+            Change(
+                c.name,
+                "skip",
+                "differs, but policy is create-only",
+                c.source,
+                c.service_id,
+                c.fields,
+                code="create_only",
+            )
+            for c in update
+        )
+        update = ()
+    if policy != "sync":
+        unchanged = tuple(c for c in plan.unchanged if c.code != "missing")
+        return replace(plan, update=update, skipped=skipped, delete=(), unchanged=unchanged)
+    delete = plan.delete
+    limit = math.floor(max_delete_fraction * plan.owned + 1e-9)
+    if delete and len(delete) > limit:
+        reason = (
+            f"{len(delete)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
+            f"{plan.owned} owned services (at most {limit}); nothing deleted this cycle"
+        )
+        skipped += tuple(
+            Change(c.name, "skip", reason, service_id=c.service_id, code="max_delete_fraction") for c in delete
+        )
+        delete = ()
+    return replace(plan, update=update, skipped=skipped, delete=delete)
+
+
+def compute_plan(
+    desired: Mapping[str, DesiredService],
+    current: Mapping[str, CurrentService],
+    *,
+    owner_tag: str,
+    policy: Policy = "upsert-only",
+    stale_after: int = 3,
+    max_delete_fraction: float = 0.2,
+    outcomes: Mapping[Scope, bool] | None = None,
+    all_scopes_ok: bool = False,
+    misses: Mapping[str, int] | None = None,
+    known_scopes: Mapping[str, Scope] | None = None,
+    protected: frozenset[str] | set[str] = frozenset(),
+) -> Plan:
+    """:func:`diff` then :func:`apply_policy`, with the arguments spelled out (tests, benchmark).
+
+    ``outcomes`` maps each scope looked at this cycle to whether it succeeded; ``misses`` and
+    ``known_scopes`` are the previous plan's bookkeeping (empty on a first run).
+    """
+    raw = diff(
+        desired,
+        current,
+        owner_tag=owner_tag,
+        looked=Looked(outcomes or {}, all_scopes_ok),
+        history=History(misses or {}, known_scopes or {}),
+        stale_after=stale_after,
+        protected=protected,
+    )
+    return apply_policy(raw, policy, max_delete_fraction=max_delete_fraction)

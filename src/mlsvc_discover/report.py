@@ -23,7 +23,7 @@ __all__ = ["DiscovererStats", "Failure", "FindingRecord", "Report", "ScopeRecord
 class Failure:
     """One thing that went wrong: the stage, which item, and why."""
 
-    stage: str  # discover | map | read | write | delete | restore | pipeline
+    stage: str  # discover | map | check | read | write | delete | restore | pipeline
     item: str
     reason: str
     source: str | None = None
@@ -96,6 +96,8 @@ class Report:
     # (created, updated, deployed, triggered, deleted, unchanged, conflict, skipped, failed).
     pipeline_plan: PipelinePlan | None = None
     pipeline_outcomes: Counter[str] = field(default_factory=Counter)
+    # Stale services the server refused to delete because they still hold children.
+    not_empty: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -138,6 +140,8 @@ class Report:
         if self.interrupted:
             out["interrupted"] = True
             out["not_applied"] = sorted(self.not_applied)
+        if self.not_empty:
+            out["not_deleted_not_empty"] = sorted(self.not_empty)
         return out
 
     def to_json(self) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "make_standin",
     "om_any",
     "om_standin",
+    "om_standin_bulk",
     "om_standin_nobulk",
     "om_token",
     "schema_validator",
@@ -27,8 +28,12 @@ OM_TOKEN = "om-test-bot-token-7f3a"  # a fake token only the stand-in knows
 OM_BOT_NAME = "ingestion-bot"
 
 
-def make_standin(*, bulk_enabled: bool = True, **kwargs: object) -> OpenMetadataStandIn:
-    """A started stand-in that knows :data:`OM_TOKEN` as the bot ``ingestion-bot``."""
+def make_standin(*, bulk_enabled: bool = False, **kwargs: object) -> OpenMetadataStandIn:
+    """A started stand-in that knows :data:`OM_TOKEN` as the bot ``ingestion-bot``.
+
+    Like a real server by default (no bulk route); ``bulk_enabled=True`` serves the seed's
+    ``PUT .../bulk``.
+    """
     standin = OpenMetadataStandIn(
         bulk_enabled=bulk_enabled,
         tokens={OM_TOKEN: Principal(OM_BOT_NAME, is_bot=True)},
@@ -52,16 +57,25 @@ def om_token() -> str:
     return OM_TOKEN
 
 
-@pytest.fixture
-def om_standin(om_token: str) -> Iterator[OpenMetadataStandIn]:
-    """A fresh stand-in with the bulk route; fails the test if the server hit an internal error."""
-    yield from _serve(make_standin(bulk_enabled=True))
+@pytest.fixture(params=["real", "bulk"])
+def om_standin(request: pytest.FixtureRequest, om_token: str) -> Iterator[OpenMetadataStandIn]:
+    """A fresh stand-in, once like a real server (no bulk route) and once with the seed's bulk route.
+
+    Fails the test if the server hit an internal error.
+    """
+    yield from _serve(make_standin(bulk_enabled=request.param == "bulk"))
 
 
 @pytest.fixture
 def om_standin_nobulk(om_token: str) -> Iterator[OpenMetadataStandIn]:
-    """A fresh stand-in without the bulk route (405, like the upstream server we could read)."""
+    """A fresh stand-in like the real server: no bulk route (500 "HTTP 405 Method Not Allowed")."""
     yield from _serve(make_standin(bulk_enabled=False))
+
+
+@pytest.fixture
+def om_standin_bulk(om_token: str) -> Iterator[OpenMetadataStandIn]:
+    """A fresh stand-in with the seed's bulk route (no released server has it)."""
+    yield from _serve(make_standin(bulk_enabled=True))
 
 
 @pytest.fixture(params=["bulk", "nobulk"])

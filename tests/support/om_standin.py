@@ -1,27 +1,36 @@
 """A faithful fake of the OpenMetadata 2.0.7 ML model service API, served over real HTTP on loopback.
 
-No OpenMetadata server can run on these machines (see ``shared/notes/test-components.md``), so
-the client is tested against this stand-in instead. It follows ``shared/openmetadata/README.md``
-and validates every request and every response body against the JSON Schemas in
-``shared/openmetadata/schemas``, so a client that passes here sends what the real server accepts
-and copes with what it answers. What it cannot know (the *(inferred)* points of the README) is
-chosen as the README infers.
+No OpenMetadata server can run on these machines, so the client is tested against this stand-in
+instead. It follows the API contract read from the upstream server's source (summarised in the
+README's "Connecting to OpenMetadata") and validates every request and every response body
+against the OpenMetadata 2.0.7 JSON Schemas vendored in ``tests/support/schemas``, so a client
+that passes here sends what the real server accepts and copes with what it answers. What it
+cannot know (the *(inferred)* points of the README) is chosen as the README infers.
+
+By default it behaves as a real server does: no bulk route (``PUT /bulk`` answers 500 "An
+exception with message [HTTP 405 Method Not Allowed] ..."; ``no_bulk_status`` 405 or 404 as
+options, ``bulk_enabled=True`` for the seed's bulk route), tags, domains and owners a request
+names must exist (404 "tag instance for X not found"), optional fields listed only when named in
+``fields`` (400 on unknown names), a non-empty service's delete refused, and the bot update rules
+below. ``server_version`` below 1.8 makes it an old server: ``fields=domains`` and a body with
+``domains`` are 400.
 
 Routes (under ``/api``): ``GET /v1/system/version`` (no token needed, as upstream's JwtFilter
-excludes it), and under ``/v1/services/mlmodelServices``: ``PUT`` and ``POST`` (create a
-service), ``PUT /bulk`` (switchable), ``GET`` (list), ``GET /name/{fqn}``, ``GET /{id}``,
-``DELETE /{id}``, ``DELETE /name/{fqn}`` and ``PUT /restore``. Anything else is 404; a known path
-with a method it lacks is 405, which is what a server without the bulk route answers for
-``PUT /bulk`` (it matches ``/{id}``).
+excludes it); ``GET|PUT|POST /v1/classifications``, ``GET /v1/classifications/name/{name}``,
+``PUT|POST /v1/tags``, ``GET /v1/tags/name/{fqn}``, ``GET /v1/domains/name/{fqn}``,
+``GET /v1/users/{id}``, ``GET /v1/teams/{id}``; and under ``/v1/services/mlmodelServices``:
+``PUT`` and ``POST`` (create a service), ``PUT /bulk`` (option), ``GET`` (list),
+``GET /name/{fqn}``, ``GET /{id}``, ``DELETE /{id}``, ``DELETE /name/{fqn}`` and
+``PUT /restore``. Anything else is 404; a known path with a method it lacks is 405.
 
 PUT semantics (create-or-update by name), as upstream's ``EntityRepository`` applies them:
 
-* A field that is absent or ``null`` in the body keeps its stored value.
-* ``owners`` cannot be removed by a PUT: the stored owners become the union of the stored and the
-  sent ones (matched by ``id``, stored ones first).
-* A PUT by a bot principal does not overwrite a non-empty stored ``description`` (a person wrote
-  it in the UI); a bulk PUT with ``overrideMetadata=true`` does.
-* ``tags``, ``domains`` and ``dataProducts``, when sent, replace the stored value.
+* A field that is absent or ``null`` in the body keeps its stored value, except
+  ``ingestionRunner``, which is cleared.
+* ``owners`` are replaced by a non-empty sent list; an empty or absent list keeps them.
+* ``tags`` are merged: the stored ones stay, the sent ones are added.
+* A PUT by a bot principal does not overwrite a non-empty stored ``description``,
+  ``displayName``, ``domains`` or ``dataProducts``; a bulk PUT with ``overrideMetadata=true`` does.
 * ``connection``, when sent, replaces the stored connection, except that a secret field
   (``awsConfig.awsSecretAccessKey``, Vertex ``privateKey``) sent as the nine-asterisk mask keeps
   the stored secret: that is how the UI round-trips a connection it was shown masked.
@@ -45,7 +54,7 @@ including a response that fails schema validation, answers 500 and is kept in
 
 Run it by hand for demos::
 
-    python -m tests.support.om_standin --port 8585 --token TOKEN [--no-bulk]
+    python -m tests.support.om_standin --port 8585 --token TOKEN [--bulk]
 """
 
 from __future__ import annotations
@@ -92,9 +101,8 @@ __all__ = [
     "schema_validator",
 ]
 
-# tests/support/om_standin.py -> parents[2] is the repository; shared/ sits beside it, in CI too.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_DIR = REPO_ROOT.parent / "shared" / "openmetadata" / "schemas"
+# Vendored copies of the OpenMetadata 2.0.7 schemas (see schemas/README.md for their origin).
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 API_PREFIX = "/api"
 SERVICES_PATH = "/api/v1/services/mlmodelServices"
@@ -103,6 +111,8 @@ PIPELINES_PATH = "/api/v1/services/ingestionPipelines"  # routes in om_pipelines
 SECRET_MASK = "*********"
 NAME_PATTERN_MESSAGE = '[name must match "^((?!::).)*$"]'
 INVALID_FORMAT = "Invalid request format"
+# What upstream answers to ``PUT .../bulk``: Jersey's 405 wrapped by the catch-all exception mapper.
+NO_ROUTE_MESSAGE = "An exception with message [HTTP 405 Method Not Allowed] was thrown while processing request."
 MAX_LIMIT = 1_000_000
 DEFAULT_LIMIT = 10
 # Keys only shown when named in ``fields``; the set upstream's MlModelServiceResource accepts.
@@ -163,7 +173,7 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def schema_validator(name: str) -> Any:
-    """The cached validator of ``shared/openmetadata/schemas/<name>`` (``.schema.json`` optional).
+    """The cached validator of ``tests/support/schemas/<name>`` (``.schema.json`` optional).
 
     A Draft 2020-12 validator with format checks (uuid, date-time) whose ``multipleOf`` compares
     decimals, so that entity versions such as 0.3 validate as they should (see ``_multiple_of``).
@@ -193,11 +203,13 @@ def _bulk_validator() -> Any:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a bearer token stands for. ``allowed=False`` makes every write answer 403."""
+    """Who a bearer token stands for. ``allowed=False`` makes every write answer 403;
+    ``may_tag=False`` only the creation of classifications and tags."""
 
     name: str
     is_bot: bool = True
     allowed: bool = True
+    may_tag: bool = True
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,10 @@ class FaultRule:
     reset: bool = False
     reset_after_items: int | None = None
     bulk_item_failures: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # A hostile server: ``respond(query, body)`` returns (status, JSON body) sent as it is, unchecked.
+    respond: Callable[[dict[str, str], Any], tuple[int, Any]] | None = None
+    # Send the answer this many bytes per second (a trickling server); None = at once.
+    trickle: float | None = None
     hits: int = 0
 
     def __post_init__(self) -> None:
@@ -303,6 +319,7 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     empty: bool = False
     reset: bool = False
+    trickle: float | None = None
 
 
 @dataclass
@@ -406,17 +423,30 @@ class OpenMetadataStandIn:
     def __init__(
         self,
         *,
-        bulk_enabled: bool = True,
+        bulk_enabled: bool = False,
+        no_bulk_status: int = 500,
         tokens: Mapping[str, Principal] | None = None,
         latency: float = 0.0,
         validate_responses: bool = True,
         max_bulk_items: int | None = None,
+        unknown_fields: tuple[str, ...] = (),
         strict_type_check: bool = True,
         server_version: str = "2.0.7",
         version_requires_auth: bool = False,
         seed: int = 0,
     ) -> None:
+        if no_bulk_status not in (404, 405, 500):
+            raise ValueError("no_bulk_status must be 404, 405 or 500")
         self.bulk_enabled = bulk_enabled
+        # Field names this server does not know (400 "Invalid field name X"), as an older release.
+        self.unknown_fields = frozenset(unknown_fields)
+        self.no_bulk_status = no_bulk_status
+        # Classifications (name -> entity), tags (FQN -> entity), domains, users and teams that exist.
+        self.classifications: dict[str, Entity] = {}
+        self.tags: dict[str, Entity] = {}
+        self.domains: set[str] = set()
+        self.users: set[str] = set()
+        self.teams: set[str] = set()
         self.tokens: dict[str, Principal] = dict(tokens or {})
         self.latency = latency
         self.validate_responses = validate_responses
@@ -607,6 +637,52 @@ class OpenMetadataStandIn:
                 raise KeyError(name)
             self._model_counts[name] = count
 
+    def add_tag(self, fqn: str) -> None:
+        """Create the tag ``<classification>.<name>`` (and its classification) as a person would."""
+        classification, _, name = fqn.partition(".")
+        with self._lock:
+            self._put_classification({"name": classification, "description": "seeded"})
+            self._put_tag({"classification": classification, "name": name or classification, "description": "seeded"})
+
+    def remove_tag(self, fqn: str) -> None:
+        """Delete a tag as a person would; the services keep naming it, writes naming it get 404."""
+        with self._lock:
+            self.tags.pop(fqn, None)
+
+    def add_domain(self, fqn: str) -> None:
+        with self._lock:
+            self.domains.add(fqn)
+
+    def add_owner(self, kind: str, owner_id: str) -> None:
+        """Make the user (``kind="user"``) or team with this id exist."""
+        with self._lock:
+            (self.teams if kind == "team" else self.users).add(str(owner_id))
+
+    def _register_references(self, body: Mapping[str, Any]) -> None:
+        """Seeding as a person: what the body names is made to exist first. Lock held."""
+        for tag in body.get("tags") or []:
+            if isinstance(tag, dict) and isinstance(tag.get("tagFQN"), str) and tag["tagFQN"] not in self.tags:
+                self.add_tag(tag["tagFQN"])
+        for domain in body.get("domains") or []:
+            if isinstance(domain, str):
+                self.domains.add(domain)
+        for owner in body.get("owners") or []:
+            if isinstance(owner, dict) and "id" in owner:
+                self.add_owner(str(owner.get("type")), str(owner["id"]))
+
+    def _check_references(self, body: Mapping[str, Any]) -> None:
+        """The 404 a real server gives when a request names a tag, domain or owner that does not exist."""
+        for tag in body.get("tags") or []:
+            if tag.get("source", "Classification") == "Classification" and tag["tagFQN"] not in self.tags:
+                raise _ApiError(404, f"tag instance for {tag['tagFQN']} not found")
+        for domain in body.get("domains") or []:
+            if domain not in self.domains:
+                raise _ApiError(404, f"domain instance for {domain} not found")
+        for owner in body.get("owners") or []:
+            known = self.teams if owner["type"] == "team" else self.users
+            if str(owner["id"]) not in known:
+                raise _ApiError(404, f"{owner['type']} instance for {owner['id']} not found")
+
     def put_entity(self, request: Mapping[str, Any], principal: Principal | None = None) -> Entity:
         """Create or update a service as ``principal`` would by PUT (default: a person, "admin").
 
@@ -617,6 +693,7 @@ class OpenMetadataStandIn:
         try:
             self._validate_create(body)
             with self._lock:
+                self._register_references(body)
                 _, _, entity = self._apply_put(body, who, override=False)
                 result = copy.deepcopy(entity)
         except _ApiError as exc:
@@ -640,6 +717,8 @@ class OpenMetadataStandIn:
                     entity.pop(key, None)
                     continue
                 value = copy.deepcopy(given)
+                if key == "domains":
+                    self.domains.update(v for v in value if isinstance(v, str))
                 if key in ("domains", "dataProducts"):
                     kind = "domain" if key == "domains" else "dataProduct"
                     value = [_reference(kind, v) if isinstance(v, str) else v for v in value]
@@ -669,6 +748,8 @@ class OpenMetadataStandIn:
             # before bean validation looks at lengths and required fields.
             parse_level = [e for e in errors if _request_error_message(e) == INVALID_FORMAT]
             raise _ApiError(400, _request_error_message(best_match(parse_level or errors)))
+        if "domains" in body and self._legacy:
+            raise _ApiError(400, INVALID_FORMAT)
         if "::" in body["name"]:
             raise _ApiError(400, NAME_PATTERN_MESSAGE)
         for owner in body.get("owners") or []:
@@ -695,6 +776,7 @@ class OpenMetadataStandIn:
         """Create or update by name; returns (status, change type, stored entity). Lock held."""
         name = body["name"]
         stored = self._store.get(name)
+        self._check_references(body)
         if stored is None:
             self._authorize(principal, "Create")
             entity_id = str(uuid.uuid4())
@@ -729,29 +811,28 @@ class OpenMetadataStandIn:
     ) -> None:
         if body.get("serviceType") is not None:
             entity["serviceType"] = body["serviceType"]
-        if body.get("displayName") is not None:
-            entity["displayName"] = body["displayName"]
-        if body.get("description") is not None:
-            keep = principal.is_bot and not override and not creating and entity.get("description")
-            if not keep:
-                entity["description"] = body["description"]
-        if body.get("owners") is not None:
-            owners = list(entity.get("owners") or [])
-            known = {o["id"] for o in owners}
-            for ref in body["owners"]:
-                if str(ref["id"]) not in known:
-                    owners.append(_owner(ref))
-                    known.add(str(ref["id"]))
-            entity["owners"] = owners
+        # A bot's PUT does not overwrite what a person set (EntityUpdater, DisplayName-Deny).
+        bot_keeps = principal.is_bot and not override and not creating
+        for key in ("displayName", "description"):
+            if body.get(key) is not None and not (bot_keeps and entity.get(key)):
+                entity[key] = body[key]
+        if body.get("owners"):
+            entity["owners"] = [_owner(ref) for ref in body["owners"]]
         if body.get("tags") is not None:
-            entity["tags"] = copy.deepcopy(body["tags"])
-        if body.get("domains") is not None:
-            entity["domains"] = [_reference("domain", fqn) for fqn in body["domains"]]
-        if body.get("dataProducts") is not None:
-            entity["dataProducts"] = [_reference("dataProduct", fqn) for fqn in body["dataProducts"]]
-        for key in ("style", "ingestionRunner"):
-            if body.get(key) is not None:
-                entity[key] = copy.deepcopy(body[key])
+            tags = list(entity.get("tags") or [])
+            known = {t["tagFQN"] for t in tags}
+            tags += [copy.deepcopy(t) for t in body["tags"] if t["tagFQN"] not in known]
+            entity["tags"] = tags
+        for key, kind in (("domains", "domain"), ("dataProducts", "dataProduct")):
+            if body.get(key) is not None and not (bot_keeps and entity.get(key)):
+                entity[key] = [_reference(kind, fqn) for fqn in body[key]]
+        if body.get("style") is not None:
+            entity["style"] = copy.deepcopy(body["style"])
+        # Upstream clears the runner when an update does not carry it.
+        if body.get("ingestionRunner") is not None:
+            entity["ingestionRunner"] = copy.deepcopy(body["ingestionRunner"])
+        else:
+            entity.pop("ingestionRunner", None)
         if body.get("connection") is not None:
             connection = copy.deepcopy(body["connection"])
             old_config = _get_path(entity.get("connection"), ("config",))
@@ -836,10 +917,15 @@ class OpenMetadataStandIn:
                 return self._create(call, principal)
             raise _ApiError(405, "HTTP 405 Method Not Allowed")
         if not path.startswith(SERVICES_PATH + "/"):
-            raise _ApiError(404, "HTTP 404 Not Found")
+            return self._other_entities(call, principal)
         rest = path[len(SERVICES_PATH) + 1 :]
-        if rest == "bulk" and call.method == "PUT" and self.bulk_enabled:
-            return self._bulk(call, principal)
+        if rest == "bulk" and call.method == "PUT":
+            if self.bulk_enabled:
+                return self._bulk(call, principal)
+            if self.no_bulk_status == 500:
+                raise _ApiError(500, NO_ROUTE_MESSAGE)
+            if self.no_bulk_status == 404:
+                raise _ApiError(404, "HTTP 404 Not Found")
         if rest == "restore" and call.method == "PUT":
             return self._restore(call, principal)
         if rest.startswith("name/") and "/" not in rest[5:]:
@@ -877,13 +963,99 @@ class OpenMetadataStandIn:
             raise _ApiError(400, f"Invalid include value {include}")
         return include
 
-    @staticmethod
-    def _fields(query: Mapping[str, str]) -> frozenset[str]:
+    @property
+    def _legacy(self) -> bool:
+        """A server before 1.8: one ``domain``, no ``domains``."""
+        numbers = re.findall(r"\d+", self.server_version)
+        return len(numbers) >= 2 and (int(numbers[0]), int(numbers[1])) < (1, 8)
+
+    def _fields(self, query: Mapping[str, str]) -> frozenset[str]:
         names = frozenset(f.strip() for f in query.get("fields", "").split(",") if f.strip())
         for name in sorted(names):
-            if name not in OPTIONAL_FIELDS:
+            if name not in OPTIONAL_FIELDS or name in self.unknown_fields or (name == "domains" and self._legacy):
                 raise _ApiError(400, f"Invalid field name {name}")
         return names
+
+    # -- classifications, tags and the other entities a request may name -----------------------
+
+    def _put_classification(self, body: Any) -> tuple[int, Entity]:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            raise _ApiError(400, "[name must not be null]")
+        stored = self.classifications.get(body["name"])
+        if stored is not None:
+            return 200, stored
+        entity = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "fullyQualifiedName": body["name"],
+            "description": str(body.get("description") or ""),
+            "version": 0.1,
+            "deleted": False,
+        }
+        self.classifications[body["name"]] = entity
+        return 201, entity
+
+    def _put_tag(self, body: Any) -> tuple[int, Entity]:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            raise _ApiError(400, "[name must not be null]")
+        classification = body.get("classification")
+        if not isinstance(classification, str) or classification not in self.classifications:
+            raise _ApiError(404, f"classification instance for {classification} not found")
+        fqn = f"{classification}.{body['name']}"
+        stored = self.tags.get(fqn)
+        if stored is not None:
+            return 200, stored
+        entity = {
+            "id": str(uuid.uuid4()),
+            "name": body["name"],
+            "fullyQualifiedName": fqn,
+            "description": str(body.get("description") or ""),
+            "version": 0.1,
+            "deleted": False,
+        }
+        self.tags[fqn] = entity
+        return 201, entity
+
+    def _other_entities(self, call: _Call, principal: Principal) -> _Reply:
+        path = call.path[len(API_PREFIX) :]
+        for collection, put in (("/v1/classifications", self._put_classification), ("/v1/tags", self._put_tag)):
+            if path == collection and call.method in ("PUT", "POST"):
+                if not principal.may_tag:
+                    self._authorize(Principal(principal.name, allowed=False), "Create")
+                self._authorize(principal, "Create")
+                with self._lock:
+                    existing = isinstance(call.body, dict) and (
+                        call.body.get("name") in self.classifications
+                        if collection == "/v1/classifications"
+                        else f"{call.body.get('classification')}.{call.body.get('name')}" in self.tags
+                    )
+                    if call.method == "POST" and existing:
+                        raise _ApiError(409, "Entity already exists")
+                    status, entity = put(self._body(call))
+                return _Reply(status, copy.deepcopy(entity))
+        if call.method != "GET":
+            raise _ApiError(405, "HTTP 405 Method Not Allowed")
+        for prefix, kind in (
+            ("/v1/classifications/name/", "classification"),
+            ("/v1/tags/name/", "tag"),
+            ("/v1/domains/name/", "domain"),
+            ("/v1/users/", "user"),
+            ("/v1/teams/", "team"),
+        ):
+            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+                key = unquote(path[len(prefix) :])
+                with self._lock:
+                    found: Any = {
+                        "classification": self.classifications.get(key),
+                        "tag": self.tags.get(key),
+                        "domain": _reference("domain", key) if key in self.domains else None,
+                        "user": {"id": key, "name": f"user-{key[:8]}"} if key in self.users else None,
+                        "team": {"id": key, "name": f"team-{key[:8]}"} if key in self.teams else None,
+                    }[kind]
+                if found is None:
+                    raise _ApiError(404, f"{kind} instance for {key} not found")
+                return _Reply(200, copy.deepcopy(found))
+        raise _ApiError(404, "HTTP 404 Not Found")
 
     @staticmethod
     def _visible(entity: Entity, include: str) -> bool:
@@ -1177,6 +1349,9 @@ class OpenMetadataStandIn:
                 return _Reply(rule.status, _error_body(rule.status, message), headers)
             if rule.reset:
                 return _Reply(0, reset=True)
+            if rule.respond is not None:
+                status, answer = rule.respond(query, body)
+                return _Reply(status, answer, trickle=rule.trickle)
         call = _Call(method, path, query, body, body_ok, principal, rule)
         try:
             reply = self._dispatch(call)
@@ -1187,6 +1362,8 @@ class OpenMetadataStandIn:
             return _Reply(500, _error_body(500, f"stand-in internal error: {type(exc).__name__}"))
         if rule is not None and rule.reset_after_items is not None:
             return _Reply(0, reset=True)  # applied, then the answer is lost
+        if rule is not None and rule.trickle is not None:
+            reply.trickle = rule.trickle
         return reply
 
 
@@ -1298,7 +1475,15 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in reply.headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(payload)
+            if reply.trickle is None:
+                self.wfile.write(payload)
+            else:
+                self.wfile.flush()
+                for i in range(len(payload)):
+                    if self.server.standin._stopping.wait(1.0 / reply.trickle):
+                        break
+                    self.wfile.write(payload[i : i + 1])
+                    self.wfile.flush()
         except OSError:
             self.close_connection = True
 
@@ -1334,12 +1519,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8585, help="port to bind (default 8585, 0 for any)")
     parser.add_argument("--token", action="append", required=True, help="bearer token of a bot (repeatable)")
     parser.add_argument("--human-token", action="append", default=[], help="bearer token of a person (secrets masked)")
-    parser.add_argument("--no-bulk", action="store_true", help="answer 405 on PUT .../bulk, like upstream")
+    parser.add_argument("--bulk", action="store_true", help="serve PUT .../bulk (no released server has it)")
+    parser.add_argument("--no-bulk", action="store_true", help="no bulk route, like upstream (the default)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     args = parser.parse_args(argv)
     tokens = {t: Principal("ingestion-bot", is_bot=True) for t in args.token}
     tokens.update({t: Principal("admin", is_bot=False) for t in args.human_token})
-    standin = OpenMetadataStandIn(bulk_enabled=not args.no_bulk, tokens=tokens, latency=args.latency)
+    standin = OpenMetadataStandIn(bulk_enabled=args.bulk and not args.no_bulk, tokens=tokens, latency=args.latency)
     standin.start(args.host, args.port)
     print(standin.base_url, flush=True)
     try:

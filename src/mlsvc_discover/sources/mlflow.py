@@ -36,7 +36,7 @@ from mlsvc_discover.mlflow_probe import (
     registry_uri_secrets,
 )
 from mlsvc_discover.mlflow_probe.auth import SECRET_SAFE
-from mlsvc_discover.models import validate_service_name
+from mlsvc_discover.openmetadata.models import validate_service_name
 from mlsvc_discover.sources.base import (
     Discoverer,
     DiscovererConfig,

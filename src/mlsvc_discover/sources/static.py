@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mlsvc_discover.models import MlModelConnection, validate_service_name
+from mlsvc_discover.openmetadata.models import MlModelConnection, validate_service_name
 from mlsvc_discover.sources.base import (
     Discoverer,
     DiscovererConfig,

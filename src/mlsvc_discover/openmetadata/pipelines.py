@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mlsvc_discover._errors import OpenMetadataRequestError, OpenMetadataUnavailable
-from mlsvc_discover.provider.openmetadata import SERVICES_PATH, OpenMetadataClient
+from mlsvc_discover.openmetadata.client import SERVICES_PATH, OpenMetadataClient
 
 __all__ = ["CLIENT_DISABLED", "PIPELINES_PATH", "PipelineClient", "PipelineServiceResponse", "service_fqn"]
 

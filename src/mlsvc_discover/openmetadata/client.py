@@ -1,9 +1,15 @@
 """OpenMetadata client for ML model services (async, httpx).
 
-What it relies on is in ``shared/openmetadata/README.md``. Writes go through
-``PUT /v1/services/mlmodelServices/bulk`` in batches; a server without that route answers 404
-or 405, after which the client writes one ``PUT`` per service with bounded concurrency and
-remembers the answer for the life of the process.
+The API it relies on is summarised in the README ("Connecting to OpenMetadata"). Writes try
+``PUT /v1/services/mlmodelServices/bulk`` once per process: no released server has that route
+(it answers 500 "HTTP 405 Method Not Allowed", 405 or 404), and such an answer is final at
+once, without retries; from then on every service is written by its own ``PUT`` with bounded
+concurrency (``self._sem``: the one place that limits concurrent writes).
+
+Every attempt has a total deadline (``openmetadata.timeout``: connecting, sending and reading
+the whole answer) and a bounded answer (``max_response_bytes``); listings detect cursors that
+repeat and cap their page count. An answer of a shape the agent cannot read raises
+:class:`OpenMetadataBadAnswer` ("OpenMetadata answered something unexpected: <where>").
 
 Retries: connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx are retried with
 exponential backoff and full jitter; 400, 401, 403, 404 and 409 never are. Redirects are not
@@ -16,28 +22,40 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
 from mlsvc_discover import __version__
 from mlsvc_discover._errors import (
     OpenMetadataAuthError,
+    OpenMetadataBadAnswer,
     OpenMetadataError,
     OpenMetadataRequestError,
     OpenMetadataUnavailable,
 )
 from mlsvc_discover.config import OpenMetadataConfig
 
-__all__ = ["SERVICES_PATH", "OpenMetadataClient", "WriteResult", "WritesStopped"]
+__all__ = ["SERVICES_PATH", "OpenMetadataClient", "WriteResult", "WritesStopped", "is_no_route", "unexpected"]
 
 log = logging.getLogger(__name__)
 
 SERVICES_PATH = "/v1/services/mlmodelServices"
-LIST_FIELDS = "owners,tags,domains"
+# Every optional field the agent must carry back in an update: the server clears
+# ``ingestionRunner`` when a PUT lacks it, and lists none of these unless asked.
+LIST_FIELDS = "owners,tags,domains,dataProducts,ingestionRunner"
+VERSION_PATH = "/v1/system/version"
+# What Jersey says when a path matches but the method does not (``PUT .../bulk`` is matched as
+# ``/{id}``); OpenMetadata's catch-all mapper wraps it into a 500.
+_ROUTING_TEXT = "Method Not Allowed"
+_MAX_EMPTY_PAGES = 3
+_UNKNOWN_FIELD = re.compile(r"Invalid field name (\w+)")
+_DROPPABLE_FIELDS = frozenset({"ingestionRunner", "dataProducts"})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 Outcome = Literal["created", "updated", "unchanged", "restored", "deleted", "failed"]
@@ -78,6 +96,29 @@ def _error_message(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+def unexpected(where: str) -> OpenMetadataBadAnswer:
+    return OpenMetadataBadAnswer(f"OpenMetadata answered something unexpected: {where}")
+
+
+def is_no_route(response: httpx.Response) -> bool:
+    """Whether an answer to ``PUT .../bulk`` says the route does not exist (final, never retried)."""
+    status = response.status_code
+    if status in (404, 405):
+        return True
+    return status == 500 and _ROUTING_TEXT in _error_message(response)
+
+
+def _json(response: httpx.Response, where: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise unexpected(f"{where}: the answer is not JSON") from exc
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
@@ -112,6 +153,9 @@ class OpenMetadataClient:
         self._config = config
         self._sleep = sleep
         self._bulk_supported: bool | None = None if config.use_bulk else False
+        self._version: str | None = None
+        # Optional fields asked for in listings; one the server does not know is dropped (see list_services).
+        self._list_fields = LIST_FIELDS.split(",")
         headers = {"Accept": "application/json", "User-Agent": f"mlsvc-discover/{__version__}"}
         if config.token is not None:
             headers["Authorization"] = f"Bearer {config.token.get_secret_value()}"
@@ -147,6 +191,35 @@ class OpenMetadataClient:
 
     # --- transport with retries ----------------------------------------------------------
 
+    async def _send(self, method: str, path: str, params: dict[str, Any] | None, json: Any) -> httpx.Response:
+        """One attempt, bounded in time as a whole and in size; the answer fully read.
+
+        httpx's timeouts apply to each network operation, so a server that trickles its answer
+        would never hit them: the whole exchange runs under one ``asyncio.timeout``.
+        """
+        limit = self._config.max_response_bytes
+        async with asyncio.timeout(self._config.timeout):
+            async with self._http.stream(method, path, params=params, json=json) as response:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise _TooLarge
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _TooLarge
+                    chunks.append(chunk)
+                # The content is decoded already: drop the headers that describe the wire form.
+                headers = [
+                    (k, v)
+                    for k, v in response.headers.multi_items()
+                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+                ]
+                return httpx.Response(
+                    response.status_code, headers=headers, content=b"".join(chunks), request=response.request
+                )
+
     async def _request(
         self,
         method: str,
@@ -156,7 +229,9 @@ class OpenMetadataClient:
         json: Any = None,
         retry: bool = True,
         ok_statuses: Sequence[int] = (),
+        final: Callable[[httpx.Response], bool] | None = None,
     ) -> httpx.Response:
+        """Send with retries; ``final`` marks answers returned as they are (never retried)."""
         attempts = 1 + (self._config.retries if retry else 0)
         delay = self._config.backoff_initial
         last: str = ""
@@ -164,14 +239,21 @@ class OpenMetadataClient:
             wait: float | None = None
             try:
                 self.requests_sent += 1
-                response = await self._http.request(method, path, params=params, json=json)
-            except httpx.TimeoutException as exc:
-                last = f"timed out after {self._config.timeout:g}s ({type(exc).__name__})"
+                response = await self._send(method, path, params, json)
+            except _TooLarge:
+                raise unexpected(
+                    f"{method} {path}: an answer larger than openmetadata.max_response_bytes "
+                    f"({self._config.max_response_bytes} bytes)"
+                ) from None
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                last = (
+                    f"timed out after {self._config.timeout:g}s, the whole answer not received ({type(exc).__name__})"
+                )
             except httpx.TransportError as exc:
                 last = f"connection failed ({type(exc).__name__})"
             else:
                 status = response.status_code
-                if status < 300 or status in ok_statuses:
+                if status < 300 or status in ok_statuses or (final is not None and final(response)):
                     return response
                 if 300 <= status < 400:
                     where = response.headers.get("Location", "?")
@@ -217,33 +299,113 @@ class OpenMetadataClient:
     ) -> httpx.Response:
         """One request with this client's token, deadline, retries and error translation.
 
-        For routes this class does not wrap (ingestion pipelines, ``provider/pipelines.py``).
+        For routes this class does not wrap (ingestion pipelines, :mod:`.pipelines`).
         """
         return await self._request(method, path, params=params, json=json, retry=retry)
 
     # --- reads ---------------------------------------------------------------------------
 
     async def server_version(self) -> str | None:
-        response = await self._request("GET", "/v1/system/version")
-        body = response.json()
-        return str(body.get("version")) if isinstance(body, dict) else None
+        """The server's version (``GET /v1/system/version``), asked once per process; None if unknown."""
+        if self._version is not None:
+            return self._version
+        try:
+            response = await self._request("GET", VERSION_PATH, retry=False)
+            body = _json(response, f"GET {VERSION_PATH}")
+        except OpenMetadataAuthError:
+            raise
+        except OpenMetadataError as exc:
+            log.debug("cannot read the OpenMetadata version: %s", exc)
+            return None
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str) or not version:
+            return None
+        self._version = version[:64]
+        return self._version
 
     async def list_services(self, *, include: str = "all") -> list[dict[str, Any]]:
-        """Every ML model service, soft-deleted ones included, following ``paging.after``."""
-        out: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": self._config.page_size, "fields": LIST_FIELDS, "include": include}
+        """Every ML model service, soft-deleted ones included, following ``paging.after``.
+
+        Raises :class:`OpenMetadataBadAnswer` when a page cannot be read or the paging is
+        broken (a cursor seen before, a service listed twice, empty pages that go on, more than
+        ``max_pages`` pages): a listing that cannot be read is never taken for a smaller catalog.
+        """
         while True:
-            response = await self._request("GET", SERVICES_PATH, params=params)
             try:
-                body = response.json()
-                data = body["data"]
-                after = (body.get("paging") or {}).get("after")
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise OpenMetadataUnavailable(f"GET {SERVICES_PATH}: unexpected response body ({exc})") from exc
-            out.extend(d for d in data if isinstance(d, dict))
+                return await self._list_all(include)
+            except OpenMetadataRequestError as exc:
+                unknown = _UNKNOWN_FIELD.search(str(exc)) if exc.status == 400 else None
+                field = unknown.group(1) if unknown is not None else None
+                # A server that does not know ``ingestionRunner`` or ``dataProducts`` cannot clear
+                # them either: list without them. ``owners``, ``tags`` and ``domains`` are needed.
+                if field not in _DROPPABLE_FIELDS or field not in self._list_fields:
+                    raise
+                log.info("OpenMetadata does not know the field %s; listing without it", field)
+                self._list_fields.remove(field)
+
+    async def _list_all(self, include: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        names: set[str] = set()
+        cursors: set[str] = set()
+        empty = 0
+        fields = ",".join(self._list_fields)
+        params: dict[str, Any] = {"limit": self._config.page_size, "fields": fields, "include": include}
+        where = f"GET {SERVICES_PATH}"
+        for page in range(1, self._config.max_pages + 1):
+            response = await self._request("GET", SERVICES_PATH, params=params)
+            body = _json(response, where)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise unexpected(f"{where} (page {page}): `data` is not a list")
+            paging = body.get("paging")
+            if paging is None:
+                paging = {}
+            if not isinstance(paging, dict):
+                raise unexpected(f"{where} (page {page}): `paging` is not an object")
+            after = paging.get("after")
+            if after is not None and not isinstance(after, str):
+                raise unexpected(f"{where} (page {page}): `paging.after` is not a string")
+            for index, entry in enumerate(body["data"]):
+                name = entry.get("name") if isinstance(entry, dict) else None
+                if not isinstance(name, str):
+                    raise unexpected(f"{where} (page {page}): data[{index}] is not a service with a name")
+                if name in names:
+                    raise unexpected(f"{where} (page {page}): service {name!r} listed twice; the paging is broken")
+                names.add(name)
+                out.append(entry)
             if not after:
                 return out
+            if after in cursors:
+                raise unexpected(f"{where} (page {page}): the cursor `paging.after` repeats; the paging loops")
+            cursors.add(after)
+            empty = 0 if body["data"] else empty + 1
+            if empty >= _MAX_EMPTY_PAGES:
+                raise unexpected(f"{where} (page {page}): {empty} empty pages in a row, each with a new cursor")
             params = {**params, "after": after}
+        raise unexpected(f"{where}: more than openmetadata.max_pages ({self._config.max_pages}) pages")
+
+    async def exists(self, path: str) -> bool:
+        """Whether ``GET path`` finds the entity (200) or not (404)."""
+        response = await self._request("GET", path, ok_statuses=(404,))
+        return response.status_code != 404
+
+    async def classification_exists(self, name: str) -> bool:
+        return await self.exists(f"/v1/classifications/name/{quote(name, safe='')}")
+
+    async def tag_exists(self, fqn: str) -> bool:
+        return await self.exists(f"/v1/tags/name/{quote(fqn, safe='')}")
+
+    async def domain_exists(self, fqn: str) -> bool:
+        return await self.exists(f"/v1/domains/name/{quote(fqn, safe='')}")
+
+    async def owner_exists(self, kind: str, owner_id: str) -> bool:
+        return await self.exists(f"/v1/{'teams' if kind == 'team' else 'users'}/{quote(owner_id, safe='')}")
+
+    async def put_classification(self, name: str, description: str) -> None:
+        await self._request("PUT", "/v1/classifications", json={"name": name, "description": description})
+
+    async def put_tag(self, classification: str, name: str, description: str) -> None:
+        body = {"classification": classification, "name": name, "description": description}
+        await self._request("PUT", "/v1/tags", json=body)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -268,6 +430,12 @@ class OpenMetadataClient:
             raise
         except OpenMetadataError as exc:
             return WriteResult(name, "failed", exc.status, str(exc))
+        try:
+            answer = _json(response, f"PUT {SERVICES_PATH}")
+            if not isinstance(answer, dict) or answer.get("name") != name:
+                raise unexpected(f"PUT {SERVICES_PATH} for {name!r}: the answer is not that service")
+        except OpenMetadataBadAnswer as exc:
+            return WriteResult(name, "failed", response.status_code, str(exc))
         change = response.headers.get("X-OpenMetadata-Change", "")
         if restored:
             outcome: Outcome = "restored"
@@ -296,30 +464,44 @@ class OpenMetadataClient:
             if _stopped(stop, halt):
                 return []
             try:
-                response = await self._request("PUT", f"{SERVICES_PATH}/bulk", json=bodies, ok_statuses=(404, 405))
+                response = await self._request(
+                    "PUT",
+                    f"{SERVICES_PATH}/bulk",
+                    json=bodies,
+                    final=is_no_route if self._bulk_supported is None else None,
+                )
             except OpenMetadataAuthError:
                 raise
             except OpenMetadataError as exc:
                 return [WriteResult(str(b["name"]), "failed", exc.status, str(exc)) for b in bodies]
-        if response.status_code in (404, 405):
-            if self._bulk_supported is not False:
-                log.info("OpenMetadata has no bulk route for ML model services; writing one PUT per service")
+        if self._bulk_supported is not True and is_no_route(response):
+            if self._bulk_supported is False:
+                return None  # a concurrent batch has just learnt it
             self._bulk_supported = False
+            version = await self.server_version()
+            log.info(
+                "OpenMetadata %s has no PUT %s/bulk route (%s); writing one PUT per service from now on",
+                version or "(version unknown)",
+                SERVICES_PATH,
+                _error_message(response),
+            )
             return None
-        self._bulk_supported = True
+        if self._bulk_supported is None:
+            self._bulk_supported = True
+            version = await self.server_version()
+            log.info("OpenMetadata %s has the bulk route; writing in batches", version or "(version unknown)")
         try:
-            result = response.json()
-            succeeded = result.get("successRequest") or []
-            failed = result.get("failedRequest") or []
-        except (ValueError, AttributeError) as exc:
-            msg = f"bulk response is not a BulkOperationResult ({exc})"
-            return [WriteResult(str(b["name"]), "failed", response.status_code, msg) for b in bodies]
+            succeeded, failed = _bulk_items(_json(response, f"PUT {SERVICES_PATH}/bulk"))
+        except OpenMetadataBadAnswer as exc:
+            return [WriteResult(str(b["name"]), "failed", response.status_code, str(exc)) for b in bodies]
         out: dict[str, WriteResult] = {}
         for item in failed:
             name = _item_name(item)
             if name is not None:
-                message = str(item.get("message") or "failed")
-                out[name] = WriteResult(name, "failed", _item_status(item), message)
+                message = item.get("message")
+                out[name] = WriteResult(
+                    name, "failed", _item_status(item), message[:500] if isinstance(message, str) else "failed"
+                )
         for item in succeeded:
             name = _item_name(item)
             if name is not None and name not in out:
@@ -371,11 +553,15 @@ class OpenMetadataClient:
             got = await self._put_bulk(batch, expected, stop, halt)
             if got is not None:
                 return got
-            singles = [await self.put_one(b, stop=stop, halt=halt) for b in batch]
+            singles = [
+                await self.put_one(b, restored=expected.get(str(b["name"])) == "restored", stop=stop, halt=halt)
+                for b in batch
+            ]
             return [r for r in singles if r is not None]
 
         async def single_write(body: dict[str, Any]) -> list[WriteResult]:
-            r = await self.put_one(body, stop=stop, halt=halt)
+            restored = expected.get(str(body["name"])) == "restored"
+            r = await self.put_one(body, restored=restored, stop=stop, halt=halt)
             return [r] if r is not None else []
 
         pending = list(bodies)
@@ -409,7 +595,8 @@ class OpenMetadataClient:
         await self._request("PUT", f"{SERVICES_PATH}/restore", json={"id": service_id})
 
     async def delete(self, service_id: str) -> None:
-        """Soft delete (``hardDelete=false``); a service holding models is refused by the server."""
+        """Soft delete (``hardDelete=false``, never recursive): the server refuses (400 "... is not
+        empty") a service that still holds ML models or ingestion pipelines, and the caller keeps it."""
         await self._request(
             "DELETE", f"{SERVICES_PATH}/{service_id}", params={"hardDelete": "false", "recursive": "false"}
         )
@@ -417,6 +604,22 @@ class OpenMetadataClient:
 
 def _stopped(*events: asyncio.Event | None) -> bool:
     return any(e is not None and e.is_set() for e in events)
+
+
+def _bulk_items(result: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``successRequest`` and ``failedRequest`` of a BulkOperationResult, checked for shape."""
+    where = f"PUT {SERVICES_PATH}/bulk"
+    if not isinstance(result, dict):
+        raise unexpected(f"{where}: the answer is not a BulkOperationResult")
+    lists: list[list[dict[str, Any]]] = []
+    for key in ("successRequest", "failedRequest"):
+        items = result.get(key)
+        if items is None:
+            items = []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise unexpected(f"{where}: `{key}` is not a list of results")
+        lists.append(items)
+    return lists[0], lists[1]
 
 
 def _item_name(item: Any) -> str | None:

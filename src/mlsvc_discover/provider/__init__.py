@@ -1,1 +1,0 @@
-"""Providers: where services are written (OpenMetadata)."""
