@@ -628,11 +628,24 @@ def test_example_config_in_repo_is_valid() -> None:
         ("HTTPS://MLflow.Example.COM/", ("https://mlflow.example.com:443", None, None)),
         ("http://host/prefix/mlflow//", ("http://host:80/prefix/mlflow", None, None)),
         ("http://[::1]:5000/", ("http://[::1]:5000", None, None)),
+        # One address, one key: IPv6 hosts in their compressed, lower-case form.
+        ("http://[0:0::1]:5000", ("http://[::1]:5000", None, None)),
+        ("http://[0000:0000:0000:0000:0000:0000:0000:0001]:5000/", ("http://[::1]:5000", None, None)),
+        ("https://[2001:DB8:0::1]/", ("https://[2001:db8::1]:443", None, None)),
+        # The path prefix is kept as written (case included); only trailing slashes go.
+        ("http://Host:5000/Team-A/MLflow/", ("http://host:5000/Team-A/MLflow", None, None)),
+        ("https://host:443", ("https://host:443", None, None)),
         ("http://al%40ice:p%3Ass@host:8080", ("http://host:8080", "al@ice", "p:ss")),
     ],
 )
 def test_normalise_tracking_uri(uri: str, expected: tuple[str, str | None, str | None]) -> None:
     assert normalise_tracking_uri(uri) == expected
+
+
+def test_two_spellings_of_one_ipv6_host_are_one_server_in_config() -> None:
+    uris = ["http://[::1]:5000", "http://[0:0::1]:5000/"]
+    with pytest.raises(ConfigError, match=r"lists http://\[::1\]:5000 twice"):
+        parse_config({"discoverers": [{"type": "mlflow", "name": "m", "tracking_uris": uris}]}, env={})
 
 
 def test_ipv6_server_is_found_with_a_bracketed_key_and_a_bare_host_label(fake_mlflow: FakeFactory) -> None:
