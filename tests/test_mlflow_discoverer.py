@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from mlsvc_discover._errors import ConfigError
 from mlsvc_discover.config import parse_config
+from mlsvc_discover.mlflow_probe import HttpProbeError, MlflowProber, ProbeResult, ProbeSettings, ProbeTarget
 from mlsvc_discover.sources.base import DiscoveryResult, ItemFailure, PlatformKind, ServiceMetadata
 from mlsvc_discover.sources.mlflow import (
     MlflowDiscoverer,
@@ -297,6 +298,22 @@ HARDENING: dict[str, Callable[[FakeFactory], tuple[str, str, str]]] = {
     "json_list": lambda make: (
         make(status(200, b"[1, 2]")).url,
         "not an MLflow tracking server: JSON list instead of an object",
+        "not_mlflow",
+    ),
+    # Issue 8: servers that answer the same JSON to every path pass a JSON-shape check alone.
+    "empty_json_object_everywhere": lambda make: (
+        make(status(200, b"{}")).url,
+        "not an MLflow tracking server: HTTP 200 for a missing experiment, not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
+        "not_mlflow",
+    ),
+    "mlflow_like_json_everywhere": lambda make: (
+        make(status(200, b'{"experiments": [{"experiment_id": "0", "name": "Default"}]}')).url,
+        "not an MLflow tracking server: HTTP 200 for a missing experiment, not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
+        "not_mlflow",
+    ),
+    "experiments_that_are_not_experiments": lambda make: (
+        make(status(200, b'{"experiments": [1, {"name": "x"}]}')).url,
+        "not an MLflow tracking server: experiments without an experiment_id",
         "not_mlflow",
     ),
     "json_without_experiments": lambda make: (
@@ -701,7 +718,33 @@ def test_version_is_not_asked_for_unless_configured(fake_mlflow: FakeFactory) ->
 
     assert result.findings[0].attributes["mlflow_version"] is None
     assert result.findings[0].labels["mlflow_version"] == "unknown"
-    assert [r.path.split("?")[0] for r in server.requests] == [
+    # The missing-experiment check (issue 8) runs beside the registry check: order not fixed.
+    assert sorted(r.path.split("?")[0] for r in server.requests) == [
+        "/api/2.0/mlflow/experiments/get-by-name",
         "/api/2.0/mlflow/experiments/search",
         "/api/2.0/mlflow/registered-models/search",
     ]
+
+
+# --- the prober on its own (the seam other discoverers call) ---------------------------------
+
+
+def test_the_prober_finds_mlflow_and_refuses_a_server_answering_empty_json_everywhere(
+    fake_mlflow: FakeFactory,
+) -> None:
+    prober = MlflowProber(ProbeSettings(timeout=10.0))
+    real = fake_mlflow(mlflow_like())
+    catch_all = fake_mlflow(status(200, b"{}"))
+
+    async def probe(url: str) -> ProbeResult:
+        return await prober.probe(ProbeTarget.from_uri(url + "/"))
+
+    found = asyncio.run(probe(real.url))
+    assert found == ProbeResult(tracking_uri=key(real.url), registry_available=True, mlflow_version=None)
+    with pytest.raises(HttpProbeError) as refused:
+        asyncio.run(probe(catch_all.url))
+    assert refused.value.kind == "not_mlflow"
+    # The missing experiment's name is random per probe: no fixed answer can fake MLflow's 404.
+    asked = [r.path for r in catch_all.requests if "get-by-name" in r.path]
+    assert len(asked) == 1
+    assert asked[0].startswith("/api/2.0/mlflow/experiments/get-by-name?experiment_name=mlsvc-discover-probe-")

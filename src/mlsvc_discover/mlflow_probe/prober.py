@@ -15,9 +15,18 @@ Kubernetes one, can too)::
   CA bundle cannot be loaded, so a caller can fail every target at once instead). One prober
   per configuration: it caches the TLS context. Every probe has its own small HTTP client.
 
-A URI is an MLflow tracking server only when its REST API answers like one
-(``experiments/search`` returns a JSON object), so a typo, a login page or a reverse proxy's
-error page is a failure with a precise reason (``kind`` for metrics), never a service.
+A URI is an MLflow tracking server only when its REST API answers like one, on two counts:
+
+1. ``GET api/2.0/mlflow/experiments/search?max_results=1`` answers 200 with a JSON object whose
+   ``experiments``, when present, is a list of objects each with a string ``experiment_id``;
+2. ``GET api/2.0/mlflow/experiments/get-by-name?experiment_name=<random name>`` answers 404
+   with a JSON object whose ``error_code`` is ``RESOURCE_DOES_NOT_EXIST`` (MLflow's answer for
+   an experiment that does not exist), so a server that answers ``{}`` or any fixed JSON to
+   every path is not taken for MLflow.
+
+Anything else (a typo, a login page, a reverse proxy's error page, a catch-all JSON API) is a
+failure with a precise reason (``kind`` for metrics), never a service. The registry check
+(``registered-models/search``) and ``/version`` only add facts; they never fail a probe.
 Credentials are sent only to the origin they were configured for: redirects are followed by
 hand and only within that origin.
 """
@@ -28,6 +37,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import ssl
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -56,7 +66,9 @@ MAX_REDIRECTS = 3
 EXPERIMENTS_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
 REGISTRY_PATH = "api/2.0/mlflow/registered-models/search?max_results=1"
 VERSION_PATH = "version"
-# 401/403 bodies are read only to tell MLflow's Host-header refusal from a permission problem.
+MISSING_EXPERIMENT_PATH = "api/2.0/mlflow/experiments/get-by-name?experiment_name="
+# 401/403 bodies are read only to tell MLflow's Host-header refusal from a permission problem,
+# 404 bodies only for MLflow's error_code.
 _HINT_BYTES = 1024
 _VERSION_BYTES = 256
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
@@ -154,7 +166,7 @@ class MlflowProber:
             verify=context,
             timeout=httpx.Timeout(self.settings.timeout),
             follow_redirects=False,
-            # A probe holds at most three connections (tracking, registry and version checks).
+            # A probe holds at most three connections at once (error, registry and version checks).
             limits=httpx.Limits(max_connections=3, max_keepalive_connections=3),
             headers={"User-Agent": "mlsvc-discover", "Accept-Encoding": "identity"},
         )
@@ -183,14 +195,24 @@ class MlflowProber:
         try:
             async with asyncio.timeout_at(deadline):
                 await self._check_tracking(client, t)
-                # /version runs beside the registry check and may only ever cost time, never the probe.
+                # /version runs beside the other checks and may only ever cost time, never the probe.
                 if cfg.read_version:
                     version_task = asyncio.create_task(self._version(client, t, deadline))
-                registry = await self._registry_available(client, t) if cfg.check_registry else False
+                async with asyncio.TaskGroup() as checks:
+                    checks.create_task(self._check_mlflow_error(client, t))
+                    registry_task = (
+                        checks.create_task(self._registry_available(client, t)) if cfg.check_registry else None
+                    )
+                registry = registry_task.result() if registry_task is not None else False
         except TimeoutError:
             if version_task is not None:
                 version_task.cancel()
             raise HttpProbeError(f"timed out after {format_seconds(cfg.timeout)}", kind="timeout") from None
+        except ExceptionGroup as group:
+            if version_task is not None:
+                version_task.cancel()
+            # The checks raise HttpProbeError only (anything else is a bug, reported by probe()).
+            raise group.exceptions[0] from None
         except BaseException:
             if version_task is not None:
                 version_task.cancel()
@@ -207,8 +229,40 @@ class MlflowProber:
         if answer.status != 200:
             raise HttpProbeError(f"not an MLflow tracking server: HTTP {answer.status}", kind="not_mlflow")
         data = _json_object(answer)
-        if data and not isinstance(data.get("experiments"), list):
+        # MLflow answers {} when there are no experiments; anything else must carry the list.
+        experiments = data.get("experiments") if data else []
+        if not isinstance(experiments, list):
             raise HttpProbeError("not an MLflow tracking server: JSON without an experiments list", kind="not_mlflow")
+        if not all(isinstance(e, dict) and isinstance(e.get("experiment_id"), str) for e in experiments):
+            raise HttpProbeError(
+                "not an MLflow tracking server: experiments without an experiment_id", kind="not_mlflow"
+            )
+
+    async def _check_mlflow_error(self, client: httpx.AsyncClient, t: ProbeTarget) -> None:
+        """Ask for an experiment that cannot exist: MLflow answers 404 RESOURCE_DOES_NOT_EXIST.
+
+        The second signal: a server that answers ``{}`` or any fixed JSON to every path (a
+        catch-all API, a mock) passes the experiments check but not this one. The name is
+        random per probe, so no fixed answer can fake it.
+        """
+        name = f"mlsvc-discover-probe-{secrets.token_hex(8)}"
+        answer = await self._get(client, t, MISSING_EXPERIMENT_PATH + name, limit=_HINT_BYTES, truncate=True)
+        if answer.status in (401, 403):
+            raise self._auth_failure(t, answer)
+        if answer.status >= 500:
+            raise HttpProbeError(f"HTTP {answer.status} from server", kind="server_error")
+        code = None
+        if answer.status == 404:
+            try:
+                code = _json_object(answer).get("error_code")
+            except HttpProbeError:
+                code = None
+        if code != "RESOURCE_DOES_NOT_EXIST":
+            raise HttpProbeError(
+                f"not an MLflow tracking server: HTTP {answer.status} for a missing experiment, "
+                "not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
+                kind="not_mlflow",
+            )
 
     def _auth_failure(self, t: ProbeTarget, answer: _Answer) -> HttpProbeError:
         if answer.status == 401:
@@ -249,8 +303,8 @@ class MlflowProber:
     ) -> _Answer:
         """GET ``path`` under the target, following redirects only within its origin.
 
-        Bodies of 2xx answers are read up to ``limit``; 401/403 bodies only far enough for a
-        hint; others not at all, as their status already says everything.
+        Bodies of 2xx answers are read up to ``limit``; 401/403/404 bodies only far enough for a
+        hint or an MLflow ``error_code``; others not at all, as their status already says everything.
         """
         url = httpx.URL(f"{t.key}/{path}")
         home = origin_of(url)
@@ -266,7 +320,8 @@ class MlflowProber:
                         continue
                     if 200 <= resp.status_code < 300:
                         body = await read_bounded(resp, limit, truncate=truncate)
-                    elif resp.status_code in (401, 403):
+                    elif resp.status_code in (401, 403, 404):
+                        # 401/403 for a hint, 404 for MLflow's error_code; never more than a few KiB.
                         body = await read_bounded(resp, _HINT_BYTES, truncate=True)
                     else:
                         body = b""
