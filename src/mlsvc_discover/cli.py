@@ -19,15 +19,11 @@ from collections.abc import Sequence
 
 from mlsvc_discover import __version__
 from mlsvc_discover._errors import ConfigError
+from mlsvc_discover._exit import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 from mlsvc_discover._logging import configure_logging, redact
 from mlsvc_discover.config import AgentConfig, load_config
 
 __all__ = ["EXIT_CONFIG", "EXIT_OK", "EXIT_PARTIAL", "main"]
-
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_CONFIG = 2
-EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):

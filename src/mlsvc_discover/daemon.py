@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from mlsvc_discover._crontab import cron_trigger, crontab_weekdays
 from mlsvc_discover._errors import ConfigError
+from mlsvc_discover._exit import EXIT_CANNOT_SERVE, EXIT_CONFIG, EXIT_OK
 from mlsvc_discover._logging import add_secrets, configure_logging, redact
 from mlsvc_discover.config import AgentConfig, ScheduleConfig
 from mlsvc_discover.controller import Agent
@@ -55,9 +56,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 15 * 60.0
-EXIT_OK = 0
-EXIT_CANNOT_SERVE = 1
-EXIT_CONFIG = 2  # as the CLI's: a bad config, nothing contacted
 _CRON_SAMPLES = 8
 
 OnCycle = Callable[[Report], Awaitable[None] | None]
