@@ -241,7 +241,7 @@ class DeadlineSender:
             log.debug("AWS call to %s took %.3fs", url, time.monotonic() - started)
 
 
-def _botocore_error(exc: Exception, url: str, proxy_url: str | None) -> Exception:
+def _botocore_error(exc: Exception, url: str, proxy_url: str | None) -> Exception:  # noqa: PLR0911 - a table
     """The botocore error its own sender raises for this urllib3 error, so retries and messages stay the same."""
     if isinstance(exc, Urllib3SSLError):
         return SSLError(endpoint_url=url, error=exc)

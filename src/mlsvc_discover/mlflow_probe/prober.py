@@ -132,7 +132,7 @@ class MlflowProber:
         self._ssl: ssl.SSLContext | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
-        """One TLS context for every probe: loading CA certificates costs ~10 ms each time."""
+        """One TLS context for every probe: loading the CA certificates again for each would cost CPU per URI."""
         if self._ssl is not None:
             return self._ssl
         cfg = self.settings
@@ -158,9 +158,8 @@ class MlflowProber:
         """A client for one probe.
 
         One small client per probe, not one shared pool: httpcore's pool bookkeeping grows with
-        the square of its connections, and with a pool sized for hundreds of probes the cycle
-        became CPU-bound and probes of live servers missed their deadline (bench/README.md:
-        73 of 900 live servers found with a shared 768-connection pool, all 900 with this).
+        the square of its connections, and a pool sized for hundreds of probes made the cycle
+        CPU-bound until live servers missed their deadline (bench/README.md has the numbers).
         """
         client = httpx.AsyncClient(
             verify=context,

@@ -47,7 +47,7 @@ class ParsedUri:
     raw_password: str | None = field(repr=False)
 
 
-def parse_tracking_uri(uri: str) -> ParsedUri:
+def parse_tracking_uri(uri: str) -> ParsedUri:  # noqa: PLR0912 - one check per way a URI can be wrong
     """Validate and normalise one tracking URI; ValueError messages quote it redacted."""
     shown = repr(redact_uri(uri))
     text = uri.strip()
