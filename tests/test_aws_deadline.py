@@ -10,12 +10,14 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pytest
 
 from mlsvc_discover.sources.base import DiscoveryResult
 from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+from tests.support.mlflow_fixtures import TlsMaterial
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -224,3 +227,66 @@ def test_a_call_in_flight_never_keeps_the_process_alive(tmp_path: Path) -> None:
     assert server.requests == 1  # the call was in flight when the cycle gave up on it
     assert elapsed < 1 + 15, elapsed  # interpreter start-up and imports included; the call had 600 s left
     assert "Traceback" not in done.stderr
+
+
+_IDENTITY = f"""<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult><Arn>arn:aws:iam::{ACCOUNT}:user/test</Arn><UserId>AIDATEST</UserId>
+  <Account>{ACCOUNT}</Account></GetCallerIdentityResult>
+  <ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>
+</GetCallerIdentityResponse>""".encode()
+
+
+class _AwsLike(BaseHTTPRequestHandler):
+    """STS GetCallerIdentity (query protocol) and empty SageMaker listings (JSON protocol)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        target = self.headers.get("X-Amz-Target", "")
+        if target.startswith("SageMaker."):
+            body, kind = b"{}", "application/x-amz-json-1.1"
+        else:
+            body, kind = _IDENTITY, "text/xml"
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_aws(tls_material: TlsMaterial) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AwsLike)
+    server.daemon_threads = True
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_material.cert_path, tls_material.key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_aws_calls_verify_tls_and_honour_aws_ca_bundle(
+    tls_aws: str, tls_material: TlsMaterial, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline sender replaces botocore's: it must verify as botocore does, CA bundle included."""
+    cfg = config(tls_aws, accounts=[{}], max_attempts=1)
+
+    refused = discover(cfg)
+    [failure] = refused.failures
+    assert failure.kind == "unreachable"
+    assert failure.reason == f"cannot identify the account of default credentials: cannot reach {tls_aws}/ (SSLError)"
+
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tls_material.ca_path))
+    trusted = discover(cfg)
+    assert trusted.failures == []
+    assert {s.scope: s.ok for s in trusted.scopes} == {
+        ("sagemaker", "sm"): True,
+        ("sagemaker", "sm", ACCOUNT): True,
+        ("sagemaker", "sm", ACCOUNT, "us-east-1"): True,
+    }
