@@ -718,11 +718,10 @@ def test_version_is_not_asked_for_unless_configured(fake_mlflow: FakeFactory) ->
 
     assert result.findings[0].attributes["mlflow_version"] is None
     assert result.findings[0].labels["mlflow_version"] == "unknown"
-    # The missing-experiment check (issue 8) runs beside the registry check: order not fixed.
-    assert sorted(r.path.split("?")[0] for r in server.requests) == [
-        "/api/2.0/mlflow/experiments/get-by-name",
+    # Issue 8: the registry is now asked for a missing model (MLflow's 404 also proves MLflow).
+    assert [r.path.split("?")[0] for r in server.requests] == [
         "/api/2.0/mlflow/experiments/search",
-        "/api/2.0/mlflow/registered-models/search",
+        "/api/2.0/mlflow/registered-models/get",
     ]
 
 

@@ -424,7 +424,7 @@ def status(code: int, body: bytes = b"", content_type: str = "application/json")
 
 
 def mlflow_like(*, registry: bool = True, version: str = "9.9.9") -> Handler:
-    """Answers the four endpoints the probe uses as MLflow does; 404 elsewhere."""
+    """Answers the endpoints the probe uses as mlflow 3.17.2 does; 404 (HTML) elsewhere."""
 
     def handle(req: BaseHTTPRequestHandler) -> None:
         path = req.path.split("?", 1)[0].rstrip("/")
@@ -436,6 +436,9 @@ def mlflow_like(*, registry: bool = True, version: str = "9.9.9") -> Handler:
             reply(req, 404, json.dumps(missing).encode())
         elif path.endswith("/api/2.0/mlflow/registered-models/search") and registry:
             reply(req, 200, b"{}")
+        elif path.endswith("/api/2.0/mlflow/registered-models/get") and registry:
+            missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Registered Model not found"}
+            reply(req, 404, json.dumps(missing).encode())
         elif path.endswith("/version"):
             reply(req, 200, version.encode(), "text/plain")
         else:

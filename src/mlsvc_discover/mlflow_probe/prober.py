@@ -19,14 +19,16 @@ A URI is an MLflow tracking server only when its REST API answers like one, on t
 
 1. ``GET api/2.0/mlflow/experiments/search?max_results=1`` answers 200 with a JSON object whose
    ``experiments``, when present, is a list of objects each with a string ``experiment_id``;
-2. ``GET api/2.0/mlflow/experiments/get-by-name?experiment_name=<random name>`` answers 404
-   with a JSON object whose ``error_code`` is ``RESOURCE_DOES_NOT_EXIST`` (MLflow's answer for
-   an experiment that does not exist), so a server that answers ``{}`` or any fixed JSON to
-   every path is not taken for MLflow.
+2. something that cannot exist gets MLflow's answer for it, 404 with a JSON object whose
+   ``error_code`` is ``RESOURCE_DOES_NOT_EXIST``: a registered model with a random name
+   (``registered-models/get``; that answer also means the model registry is available), or,
+   when the registry does not answer so or ``check_registry`` is off, an experiment with a
+   random name (``experiments/get-by-name``). A server that answers ``{}`` or any fixed JSON to
+   every path is therefore not taken for MLflow.
 
 Anything else (a typo, a login page, a reverse proxy's error page, a catch-all JSON API) is a
-failure with a precise reason (``kind`` for metrics), never a service. The registry check
-(``registered-models/search``) and ``/version`` only add facts; they never fail a probe.
+failure with a precise reason (``kind`` for metrics), never a service. ``/version``
+(``read_version``) only adds a fact and never fails a probe.
 Credentials are sent only to the origin they were configured for: redirects are followed by
 hand and only within that origin.
 """
@@ -64,7 +66,7 @@ log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
 EXPERIMENTS_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
-REGISTRY_PATH = "api/2.0/mlflow/registered-models/search?max_results=1"
+MISSING_MODEL_PATH = "api/2.0/mlflow/registered-models/get?name="
 VERSION_PATH = "version"
 MISSING_EXPERIMENT_PATH = "api/2.0/mlflow/experiments/get-by-name?experiment_name="
 # 401/403 bodies are read only to tell MLflow's Host-header refusal from a permission problem,
@@ -165,7 +167,7 @@ class MlflowProber:
             verify=context,
             timeout=httpx.Timeout(self.settings.timeout),
             follow_redirects=False,
-            # A probe holds at most three connections at once (error, registry and version checks).
+            # A probe holds at most two connections at once: its checks in turn, and /version beside them.
             limits=httpx.Limits(max_connections=3, max_keepalive_connections=3),
             headers={"User-Agent": "mlsvc-discover", "Accept-Encoding": "identity"},
         )
@@ -197,21 +199,17 @@ class MlflowProber:
                 # /version runs beside the other checks and may only ever cost time, never the probe.
                 if cfg.read_version:
                     version_task = asyncio.create_task(self._version(client, t, deadline))
-                async with asyncio.TaskGroup() as checks:
-                    checks.create_task(self._check_mlflow_error(client, t))
-                    registry_task = (
-                        checks.create_task(self._registry_available(client, t)) if cfg.check_registry else None
-                    )
-                registry = registry_task.result() if registry_task is not None else False
+                # One after the other on the first request's keep-alive connection: at fleet scale
+                # the probe is CPU-bound. A missing registered model proves MLflow and its registry
+                # in one request; only when the registry does not answer so is a missing experiment
+                # asked for, so a real MLflow server costs two requests, as before the check.
+                registry = cfg.check_registry and await self._registry_available(client, t)
+                if not registry:
+                    await self._check_mlflow_error(client, t)
         except TimeoutError:
             if version_task is not None:
                 version_task.cancel()
             raise HttpProbeError(f"timed out after {format_seconds(cfg.timeout)}", kind="timeout") from None
-        except ExceptionGroup as group:
-            if version_task is not None:
-                version_task.cancel()
-            # The checks raise HttpProbeError only (anything else is a bug, reported by probe()).
-            raise group.exceptions[0] from None
         except BaseException:
             if version_task is not None:
                 version_task.cancel()
@@ -244,24 +242,21 @@ class MlflowProber:
         catch-all API, a mock) passes the experiments check but not this one. The name is
         random per probe, so no fixed answer can fake it.
         """
-        name = f"mlsvc-discover-probe-{secrets.token_hex(8)}"
-        answer = await self._get(client, t, MISSING_EXPERIMENT_PATH + name, limit=_HINT_BYTES, truncate=True)
+        answer = await self._ask_missing(client, t, MISSING_EXPERIMENT_PATH)
         if answer.status in (401, 403):
             raise self._auth_failure(t, answer)
         if answer.status >= 500:
             raise HttpProbeError(f"HTTP {answer.status} from server", kind="server_error")
-        code = None
-        if answer.status == 404:
-            try:
-                code = _json_object(answer).get("error_code")
-            except HttpProbeError:
-                code = None
-        if code != "RESOURCE_DOES_NOT_EXIST":
+        if not _is_missing_resource(answer):
             raise HttpProbeError(
                 f"not an MLflow tracking server: HTTP {answer.status} for a missing experiment, "
                 "not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
                 kind="not_mlflow",
             )
+
+    async def _ask_missing(self, client: httpx.AsyncClient, t: ProbeTarget, path: str) -> _Answer:
+        name = f"mlsvc-discover-probe-{secrets.token_hex(8)}"
+        return await self._get(client, t, path + name, limit=_HINT_BYTES, truncate=True)
 
     def _auth_failure(self, t: ProbeTarget, answer: _Answer) -> HttpProbeError:
         if answer.status == 401:
@@ -277,14 +272,11 @@ class MlflowProber:
         )
 
     async def _registry_available(self, client: httpx.AsyncClient, t: ProbeTarget) -> bool:
+        """Whether a random missing registered model gets MLflow's 404 RESOURCE_DOES_NOT_EXIST."""
         try:
-            answer = await self._get(client, t, REGISTRY_PATH, limit=self.settings.max_response_bytes)
-            if answer.status != 200:
-                return False
-            data = _json_object(answer)
+            return _is_missing_resource(await self._ask_missing(client, t, MISSING_MODEL_PATH))
         except HttpProbeError:
             return False
-        return not data or isinstance(data.get("registered_models"), list)
 
     async def _version(self, client: httpx.AsyncClient, t: ProbeTarget, deadline: float) -> str | None:
         try:
@@ -350,6 +342,16 @@ def _next_hop(resp: httpx.Response, home: tuple[str, str, int], seen: set[str]) 
         raise HttpProbeError(f"redirect loop at {clean_text(target.path)}", kind="redirect")
     seen.add(str(target))
     return target
+
+
+def _is_missing_resource(answer: _Answer) -> bool:
+    """MLflow's answer for a resource that does not exist: 404 with that ``error_code``."""
+    if answer.status != 404:
+        return False
+    try:
+        return _json_object(answer).get("error_code") == "RESOURCE_DOES_NOT_EXIST"
+    except HttpProbeError:
+        return False
 
 
 def _media_type(resp: httpx.Response) -> str:
