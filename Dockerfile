@@ -4,7 +4,7 @@
 #   docker run --rm -v "$PWD/config.yaml:/etc/mlsvc-discover/config.yaml:ro" \
 #       -e OPENMETADATA_JWT_TOKEN -p 8080:8080 mlsvc-discover
 #
-# Runtime dependencies only (mlflow-skinny, not full mlflow), at the exact versions of
+# Runtime dependencies only (no mlflow, no boto3: see pyproject.toml), at the exact versions of
 # constraints.txt, so the image runs what the tests ran.
 FROM python:3.11.13-slim-bookworm
 

@@ -19,7 +19,7 @@ import httpx
 __all__ = ["ItemTiming", "naive_aws", "naive_mlflow", "naive_put"]
 
 EXPERIMENTS_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
-REGISTRY_PATH = "api/2.0/mlflow/registered-models/search?max_results=1"
+MISSING_MODEL_PATH = "api/2.0/mlflow/registered-models/get?name="
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ItemTiming:
 
 
 def naive_mlflow(targets: Sequence[tuple[str, str]], timeout: float) -> ItemTiming:
-    """Probe ``(stratum, uri)`` pairs one after another: experiments, then the registry.
+    """Probe ``(stratum, uri)`` pairs one after another: experiments, then a missing registered model.
 
     The same GETs as the agent's probe with its defaults (``read_version`` off), with
     ``timeout`` per request as a plain httpx client applies it; a silent server therefore costs
@@ -52,7 +52,7 @@ def naive_mlflow(targets: Sequence[tuple[str, str]], timeout: float) -> ItemTimi
                 ok = resp.status_code == 200 and isinstance(resp.json(), dict)
                 if ok:
                     out.requests += 1
-                    client.get(f"{uri}/{REGISTRY_PATH}")
+                    client.get(f"{uri}/{MISSING_MODEL_PATH}mlsvc-discover-naive")
                     out.found += 1
                 else:
                     out.failed += 1

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 MLFLOW_VERSION = b"3.17.2"
+_MISSING = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Could not find 'x'"}).encode()
 _EXPERIMENTS = json.dumps(
     {"experiments": [{"experiment_id": "0", "name": "Default", "lifecycle_stage": "active"}]}
 ).encode()
@@ -58,6 +59,8 @@ def _answer(path: str) -> tuple[int, bytes, bytes]:
     route = path.split("?", 1)[0].rstrip("/")
     if route == "/api/2.0/mlflow/experiments/search":
         return 200, b"application/json", _EXPERIMENTS
+    if route in ("/api/2.0/mlflow/experiments/get-by-name", "/api/2.0/mlflow/registered-models/get"):
+        return 404, b"application/json", _MISSING
     if route == "/api/2.0/mlflow/registered-models/search":
         return 200, b"application/json", b"{}"  # mlflow answers {} when the registry is empty
     if route == "/version":

@@ -98,7 +98,22 @@ def test_unset_metadata_is_not_managed_and_not_sent() -> None:
 def test_ipv6_host_never_puts_double_colon_into_the_name() -> None:
     desired = map_finding(mlflow_finding(host="::1", port="5000"), owner_tag=OWNER)
     assert "::" not in desired.name
-    assert desired.name == "mlflow-1-5000"
+    # Was "mlflow-1-5000", which "1::" and "::1" shared (issue 8): now all eight groups.
+    assert desired.name == "mlflow-0-0-0-0-0-0-0-1-5000"
+
+
+def test_distinct_ipv6_hosts_get_distinct_names_and_one_address_one_name() -> None:
+    def name(host: str) -> str:
+        return map_finding(mlflow_finding(host=host, port="5000"), owner_tag=OWNER).name
+
+    distinct = ["::1", "1::", "2001:db8::1", "2001:db8::1:0", "2001:db8:0:1::", "fe80::1%eth0", "fe80::1"]
+    names = [name(h) for h in distinct]
+    assert len(set(names)) == len(distinct), names
+    assert name("2001:db8::1") == "mlflow-2001-db8-0-0-0-0-0-1-5000"
+    assert name("fe80::1%eth0") == "mlflow-fe80-0-0-0-0-0-0-1-eth0-5000"
+    # The same address in other spellings (the mlflow discoverer normalises them first anyway).
+    assert name("0:0:0:0:0:0:0:1") == name("0000::0001") == name("::1")
+    assert name("2001:DB8::1") == name("2001:db8::1")
 
 
 def test_template_with_unknown_placeholder_names_it_and_the_available_labels() -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from mlsvc_discover._errors import ConfigError
 from mlsvc_discover.config import parse_config
+from mlsvc_discover.mlflow_probe import HttpProbeError, MlflowProber, ProbeResult, ProbeSettings, ProbeTarget
 from mlsvc_discover.sources.base import DiscoveryResult, ItemFailure, PlatformKind, ServiceMetadata
 from mlsvc_discover.sources.mlflow import (
     MlflowDiscoverer,
@@ -297,6 +298,22 @@ HARDENING: dict[str, Callable[[FakeFactory], tuple[str, str, str]]] = {
     "json_list": lambda make: (
         make(status(200, b"[1, 2]")).url,
         "not an MLflow tracking server: JSON list instead of an object",
+        "not_mlflow",
+    ),
+    # Issue 8: servers that answer the same JSON to every path pass a JSON-shape check alone.
+    "empty_json_object_everywhere": lambda make: (
+        make(status(200, b"{}")).url,
+        "not an MLflow tracking server: HTTP 200 for a missing experiment, not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
+        "not_mlflow",
+    ),
+    "mlflow_like_json_everywhere": lambda make: (
+        make(status(200, b'{"experiments": [{"experiment_id": "0", "name": "Default"}]}')).url,
+        "not an MLflow tracking server: HTTP 200 for a missing experiment, not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
+        "not_mlflow",
+    ),
+    "experiments_that_are_not_experiments": lambda make: (
+        make(status(200, b'{"experiments": [1, {"name": "x"}]}')).url,
+        "not an MLflow tracking server: experiments without an experiment_id",
         "not_mlflow",
     ),
     "json_without_experiments": lambda make: (
@@ -628,11 +645,24 @@ def test_example_config_in_repo_is_valid() -> None:
         ("HTTPS://MLflow.Example.COM/", ("https://mlflow.example.com:443", None, None)),
         ("http://host/prefix/mlflow//", ("http://host:80/prefix/mlflow", None, None)),
         ("http://[::1]:5000/", ("http://[::1]:5000", None, None)),
+        # One address, one key: IPv6 hosts in their compressed, lower-case form.
+        ("http://[0:0::1]:5000", ("http://[::1]:5000", None, None)),
+        ("http://[0000:0000:0000:0000:0000:0000:0000:0001]:5000/", ("http://[::1]:5000", None, None)),
+        ("https://[2001:DB8:0::1]/", ("https://[2001:db8::1]:443", None, None)),
+        # The path prefix is kept as written (case included); only trailing slashes go.
+        ("http://Host:5000/Team-A/MLflow/", ("http://host:5000/Team-A/MLflow", None, None)),
+        ("https://host:443", ("https://host:443", None, None)),
         ("http://al%40ice:p%3Ass@host:8080", ("http://host:8080", "al@ice", "p:ss")),
     ],
 )
 def test_normalise_tracking_uri(uri: str, expected: tuple[str, str | None, str | None]) -> None:
     assert normalise_tracking_uri(uri) == expected
+
+
+def test_two_spellings_of_one_ipv6_host_are_one_server_in_config() -> None:
+    uris = ["http://[::1]:5000", "http://[0:0::1]:5000/"]
+    with pytest.raises(ConfigError, match=r"lists http://\[::1\]:5000 twice"):
+        parse_config({"discoverers": [{"type": "mlflow", "name": "m", "tracking_uris": uris}]}, env={})
 
 
 def test_ipv6_server_is_found_with_a_bracketed_key_and_a_bare_host_label(fake_mlflow: FakeFactory) -> None:
@@ -688,7 +718,32 @@ def test_version_is_not_asked_for_unless_configured(fake_mlflow: FakeFactory) ->
 
     assert result.findings[0].attributes["mlflow_version"] is None
     assert result.findings[0].labels["mlflow_version"] == "unknown"
+    # Issue 8: the registry is now asked for a missing model (MLflow's 404 also proves MLflow).
     assert [r.path.split("?")[0] for r in server.requests] == [
         "/api/2.0/mlflow/experiments/search",
-        "/api/2.0/mlflow/registered-models/search",
+        "/api/2.0/mlflow/registered-models/get",
     ]
+
+
+# --- the prober on its own (the seam other discoverers call) ---------------------------------
+
+
+def test_the_prober_finds_mlflow_and_refuses_a_server_answering_empty_json_everywhere(
+    fake_mlflow: FakeFactory,
+) -> None:
+    prober = MlflowProber(ProbeSettings(timeout=10.0))
+    real = fake_mlflow(mlflow_like())
+    catch_all = fake_mlflow(status(200, b"{}"))
+
+    async def probe(url: str) -> ProbeResult:
+        return await prober.probe(ProbeTarget.from_uri(url + "/"))
+
+    found = asyncio.run(probe(real.url))
+    assert found == ProbeResult(tracking_uri=key(real.url), registry_available=True, mlflow_version=None)
+    with pytest.raises(HttpProbeError) as refused:
+        asyncio.run(probe(catch_all.url))
+    assert refused.value.kind == "not_mlflow"
+    # The missing experiment's name is random per probe: no fixed answer can fake MLflow's 404.
+    asked = [r.path for r in catch_all.requests if "get-by-name" in r.path]
+    assert len(asked) == 1
+    assert asked[0].startswith("/api/2.0/mlflow/experiments/get-by-name?experiment_name=mlsvc-discover-probe-")

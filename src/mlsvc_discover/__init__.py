@@ -1,15 +1,20 @@
 """mlsvc-discover: keep OpenMetadata's ML model services in step with MLflow and SageMaker.
 
 The public API is small and re-exported here; everything else is private and may change.
-Heavy modules (boto3, the controller) are imported lazily so that ``import mlsvc_discover``
+Heavy modules (botocore, the controller) are imported lazily so that ``import mlsvc_discover``
 and the CLI start fast.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    # The version lives in pyproject.toml only; the installed metadata carries it here.
+    __version__ = version("mlsvc-discover")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 from mlsvc_discover._errors import (
     ConfigError,

@@ -29,7 +29,7 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
             yield from _models_in(arg)
 
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: Any) -> str:  # noqa: PLR0911 - one return per kind of type
     """A reader's name for a type: `duration`, `list of str`, `mlflow \\| sagemaker`."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)

@@ -178,7 +178,7 @@ def clean_text(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def translate_transport_error(exc: httpx.HTTPError, timeout: float) -> HttpProbeError:
+def translate_transport_error(exc: httpx.HTTPError, timeout: float) -> HttpProbeError:  # noqa: PLR0911 - a table
     """One httpx failure as a short reason; the URL is never formatted in (it may be anyone's)."""
     if isinstance(exc, httpx.TimeoutException):
         return HttpProbeError(f"timed out after {format_seconds(timeout)}", kind="timeout")

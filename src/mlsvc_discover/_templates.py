@@ -10,6 +10,7 @@ never give a name) and :func:`render_name` (a valid service name from a template
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import string
 from collections.abc import Mapping
@@ -26,6 +27,17 @@ _FORMATTER = string.Formatter()
 
 
 def _safe_label(value: str) -> str:
+    if ":" in value:
+        # An IPv6 literal would lose its colons and collide ("::1" and "1::" both gave "1"):
+        # all eight groups, in hex without leading zeros, keep every address distinct.
+        try:
+            address = ipaddress.IPv6Address(value)
+        except ValueError:
+            pass
+        else:
+            number = int(address)
+            groups = [f"{(number >> (16 * (7 - i))) & 0xFFFF:x}" for i in range(8)]
+            value = "-".join([*groups, *([address.scope_id] if address.scope_id else [])])
     return _UNSAFE.sub("-", value).strip("-") or "x"
 
 

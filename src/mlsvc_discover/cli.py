@@ -26,6 +26,13 @@ from collections.abc import Sequence
 
 from mlsvc_discover import __version__
 from mlsvc_discover._errors import ConfigError, StateError, StateLockedError
+from mlsvc_discover._exit import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+)
 from mlsvc_discover._logging import configure_logging, redact
 from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, exit_leaving_stuck_threads, run
 from mlsvc_discover.config import AgentConfig, load_config
@@ -34,13 +41,6 @@ from mlsvc_discover.report import Report
 __all__ = ["EXIT_CONFIG", "EXIT_LOCKED", "EXIT_OK", "EXIT_PARTIAL", "main"]
 
 log = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_PARTIAL = 1
-EXIT_CONFIG = 2
-EXIT_LOCKED = 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +84,7 @@ def _validate_config(config: AgentConfig, output: str) -> int:
     return EXIT_OK
 
 
-async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:
+async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:  # noqa: PLR0912, PLR0915 - the --once runner: signals, grace period, watchdog and state lock in one readable sequence
     from mlsvc_discover._progress import ProgressLine, wanted
     from mlsvc_discover.controller import Agent
 

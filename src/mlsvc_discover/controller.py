@@ -248,7 +248,7 @@ class Agent:
             report.duration = time.monotonic() - started
         return report
 
-    async def _cycle(self, report: Report, *, dry_run: bool, stop: asyncio.Event | None, started: float) -> None:
+    async def _cycle(self, report: Report, *, dry_run: bool, stop: asyncio.Event | None, started: float) -> None:  # noqa: PLR0912, PLR0915 - one cycle, stage after stage, each with its own soft-failure exit
         results = await self.discover(until=started + self.config.cycle_timeout * DISCOVERY_SHARE)
         outcomes: dict[Scope, bool] = {}
         findings = []
@@ -360,7 +360,7 @@ class Agent:
         self.scopes = dict(plan.scopes)
         self._save_state(report)
 
-    async def _apply(self, client: OpenMetadataClient, plan: Plan, report: Report, stop: asyncio.Event | None) -> None:
+    async def _apply(self, client: OpenMetadataClient, plan: Plan, report: Report, stop: asyncio.Event | None) -> None:  # noqa: PLR0912, PLR0915 - the apply stage; each write kind accounts for its outcome where it happens
         def stopped() -> bool:
             return stop is not None and stop.is_set()
 

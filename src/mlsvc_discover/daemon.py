@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from mlsvc_discover._crontab import cron_trigger, crontab_weekdays
 from mlsvc_discover._errors import ConfigError, StateError, StateLockedError
+from mlsvc_discover._exit import EXIT_CANNOT_SERVE, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
 from mlsvc_discover._logging import add_secrets, configure_logging, redact
 from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, run
 from mlsvc_discover.config import AgentConfig, ScheduleConfig, load_config
@@ -66,10 +67,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 15 * 60.0
-EXIT_OK = 0
-EXIT_CANNOT_SERVE = 1
-EXIT_CONFIG = 2  # as the CLI's: a bad config, nothing contacted
-EXIT_LOCKED = 3  # as the CLI's: another agent holds the state file
 _CRON_SAMPLES = 8
 
 OnCycle = Callable[[Report], Awaitable[None] | None]

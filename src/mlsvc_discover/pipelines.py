@@ -239,7 +239,7 @@ class PipelinePlan:
         }
 
 
-def compute_pipeline_plan(
+def compute_pipeline_plan(  # noqa: PLR0912 - a decision table, one branch per pipeline case
     wanted: Iterable[WantedPipeline],
     current: Iterable[CurrentPipeline],
     *,

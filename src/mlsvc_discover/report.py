@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlsvc_discover._exit import EXIT_OK, EXIT_PARTIAL
 from mlsvc_discover.pipelines import PipelinePlan
 from mlsvc_discover.plan import Plan
 from mlsvc_discover.sources.base import Scope
@@ -105,7 +106,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        return EXIT_OK if self.ok else EXIT_PARTIAL
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -67,7 +67,7 @@ def _clean(value: Any, secrets: list[str]) -> Any:
     return value
 
 
-def build_status(
+def build_status(  # noqa: PLR0912, PLR0915 - builds the page's data: one block per section
     report: Report,
     *,
     secrets: Iterable[str] = (),
@@ -378,7 +378,7 @@ def _details(row: Mapping[str, Any]) -> str:
     return "<br>".join(parts)
 
 
-def render_html(data: Mapping[str, Any], *, query: str = "") -> str:
+def render_html(data: Mapping[str, Any], *, query: str = "") -> str:  # noqa: PLR0915 - the page, section by section
     """The status page for ``data`` (from :meth:`StatusBoard.data`), filtered by ``query``."""
     shown = filter_status(data, query) if query else data
     out: list[str] = []

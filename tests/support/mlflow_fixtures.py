@@ -424,14 +424,21 @@ def status(code: int, body: bytes = b"", content_type: str = "application/json")
 
 
 def mlflow_like(*, registry: bool = True, version: str = "9.9.9") -> Handler:
-    """Answers the three endpoints the probe uses as MLflow does; 404 elsewhere."""
+    """Answers the endpoints the probe uses as mlflow 3.17.2 does; 404 (HTML) elsewhere."""
 
     def handle(req: BaseHTTPRequestHandler) -> None:
         path = req.path.split("?", 1)[0].rstrip("/")
         if path.endswith("/api/2.0/mlflow/experiments/search"):
             reply(req, 200, json.dumps({"experiments": [{"experiment_id": "0", "name": "Default"}]}).encode())
+        elif path.endswith("/api/2.0/mlflow/experiments/get-by-name"):
+            # mlflow 3.17.2's answer for an experiment that does not exist.
+            missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Could not find experiment"}
+            reply(req, 404, json.dumps(missing).encode())
         elif path.endswith("/api/2.0/mlflow/registered-models/search") and registry:
             reply(req, 200, b"{}")
+        elif path.endswith("/api/2.0/mlflow/registered-models/get") and registry:
+            missing = {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Registered Model not found"}
+            reply(req, 404, json.dumps(missing).encode())
         elif path.endswith("/version"):
             reply(req, 200, version.encode(), "text/plain")
         else:

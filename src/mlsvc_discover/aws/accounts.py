@@ -203,29 +203,19 @@ def open_account(aws: AwsClients, account: AwsCredentialsConfig, regions: Region
         params: dict[str, Any] = {"RoleArn": account.role_arn, "RoleSessionName": account.session_name}
         if external_id:
             params["ExternalId"] = external_id
-        try:
-            sts = aws.client(base, lock, "sts", home or "us-east-1")
-            try:
-                creds = call(sts, "assume_role", **params)["Credentials"]
-            finally:
-                sts.close()
-        except Exception as exc:
-            raise translate_aws_error(exc, where=f"cannot assume role {account.role_arn}", secrets=secrets) from exc
+        where = f"cannot assume role {account.role_arn}"
+        creds = _sts(aws, base, lock, home, "assume_role", where=where, secrets=secrets, **params)["Credentials"]
         keys = AwsKeys(creds["AccessKeyId"], creds["SecretAccessKey"], creds.get("SessionToken"))
         session = aws.session(keys=keys)
         account_id = cast("str", account.role_account_id)
     else:
         home = configured[0] if isinstance(configured, list) else session_region
+        where = f"cannot identify the account of {account.label}"
+        identity = _sts(aws, base, lock, home, "get_caller_identity", where=where, secrets=secrets)
         try:
-            sts = aws.client(base, lock, "sts", home or "us-east-1")
-            try:
-                identity = call(sts, "get_caller_identity")
-            finally:
-                sts.close()
             frozen = base.get_credentials()
             frozen_keys = frozen.get_frozen_credentials() if frozen is not None else None
         except Exception as exc:
-            where = f"cannot identify the account of {account.label}"
             raise translate_aws_error(exc, where=where, secrets=secrets) from exc
         account_id = str(identity["Account"])
         partition = str(identity.get("Arn", "arn:aws:")).split(":")[1] or "aws"
@@ -250,3 +240,25 @@ def open_account(aws: AwsClients, account: AwsCredentialsConfig, regions: Region
             service=service,
         )
     return OpenAccount(account_id=account_id, session=session, lock=lock, regions=resolved, keys=keys)
+
+
+def _sts(
+    aws: AwsClients,
+    session: Session,
+    lock: threading.Lock,
+    region: str | None,
+    operation: str,
+    *,
+    where: str,
+    secrets: list[str],
+    **params: Any,
+) -> dict[str, Any]:
+    """One STS call on a client of its own; raises AwsProbeError prefixed with ``where``."""
+    try:
+        sts = aws.client(session, lock, "sts", region or "us-east-1")
+        try:
+            return call(sts, operation, **params)
+        finally:
+            sts.close()
+    except Exception as exc:
+        raise translate_aws_error(exc, where=where, secrets=secrets) from exc

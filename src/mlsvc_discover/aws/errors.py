@@ -4,7 +4,7 @@ Public seam for every AWS discoverer:
 
 - :class:`AwsProbeError` (a :class:`~mlsvc_discover._errors.ProbeError`): ``reason`` (one line,
   no keys, tokens or passwords) and ``kind``, one of ``access_denied``, ``expired_credentials``,
-  ``region_unavailable``, ``throttled``, ``unreachable``, ``error``.
+  ``region_unavailable``, ``throttled``, ``timeout``, ``unreachable``, ``error``.
 - :func:`translate_aws_error`: the one place botocore errors are translated, to be used as
   ``raise translate_aws_error(exc, where=..., secrets=...) from exc``.
 - :func:`clean_aws_text` and :func:`redact_userinfo`: make foreign text safe to put in a reason.
@@ -69,7 +69,8 @@ class AwsProbeError(ProbeError):
     """An AWS account or region could not be looked at; ``kind`` is a short category.
 
     Kinds: ``access_denied``, ``expired_credentials`` (expired, invalid or missing credentials),
-    ``region_unavailable``, ``throttled``, ``unreachable``, ``error``.
+    ``region_unavailable``, ``throttled``, ``timeout`` (an attempt passed its total deadline),
+    ``unreachable``, ``error``.
     """
 
     def __init__(self, reason: str, *, kind: str) -> None:
@@ -106,6 +107,7 @@ def translate_aws_error(
         NoCredentialsError,
         PartialCredentialsError,
         ProfileNotFound,
+        ReadTimeoutError,
     )
 
     kind = "error"
@@ -130,6 +132,11 @@ def translate_aws_error(
             detail = f"credentials expired or invalid ({code})"
         else:
             detail = f"{code} on {operation}: {message}" if message else f"{code} on {operation}"
+    elif isinstance(exc, ReadTimeoutError) and "deadline" in (info := dict(getattr(exc, "kwargs", {}))):
+        # AwsCallDeadlineExceeded (aws.deadline), told apart without importing urllib3 here.
+        kind = "timeout"
+        where_to = redact_userinfo(str(info["endpoint_url"])) if info.get("endpoint_url") else "the AWS endpoint"
+        detail = f"no complete answer from {where_to} within {info['deadline']:g}s (call_timeout, per attempt)"
     elif isinstance(exc, ConnectionError | HTTPClientError):
         kind = "unreachable"
         url = getattr(exc, "kwargs", {}).get("endpoint_url")

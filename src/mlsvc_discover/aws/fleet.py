@@ -145,6 +145,7 @@ class AwsFleet:
                 client = self._session.create_client(
                     service, region_name=region, endpoint_url=self.aws.endpoint_url, config=self._config
                 )
+                self.aws.attach_deadline(client, self._session.get_config_variable("ca_bundle"))
                 self._clients[key] = client
             return client
 

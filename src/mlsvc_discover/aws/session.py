@@ -4,7 +4,8 @@ Public seam:
 
 - :class:`AwsClients`: the botocore pieces one discoverer shares across its accounts (the
   process-wide data loader, one client ``Config`` with timeouts and retries, an optional
-  ``endpoint_url``). ``session(profile=..., keys=...)`` builds a botocore session;
+  ``endpoint_url``, and with ``call_timeout`` a total deadline per call attempt, see
+  :mod:`mlsvc_discover.aws.deadline`). ``session(profile=..., keys=...)`` builds a botocore session;
   ``client(session, lock, service, region)`` a client, under the session's lock.
 - :class:`AwsKeys`: a set of credentials; ``values()`` lists them for log redaction.
 - :func:`call`: call a botocore operation by name; :func:`first_page`: size of the first
@@ -21,6 +22,7 @@ shared loader's search path every time one is created.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from botocore.config import Config
     from botocore.loaders import Loader
     from botocore.session import Session
+
+    from mlsvc_discover.aws.deadline import DeadlineSender
 
 __all__ = ["AwsClients", "AwsKeys", "call", "check_endpoint_url", "first_page", "shared_loader"]
 
@@ -79,11 +83,23 @@ class AwsClients:
         connect_timeout: float,
         read_timeout: float,
         max_attempts: int,
+        call_timeout: float | None = None,
+        max_pool_connections: int = 10,
     ) -> None:
         from botocore.config import Config
 
         self.loader = shared_loader()
         self.endpoint_url = endpoint_url
+        self._sender: DeadlineSender | None = None
+        if call_timeout is not None:
+            from mlsvc_discover.aws.deadline import DeadlineSender
+
+            self._sender = DeadlineSender(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                deadline=call_timeout,
+                max_pool_connections=max_pool_connections,
+            )
         self.client_config: Config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -105,9 +121,23 @@ class AwsClients:
         # A botocore session is not thread-safe while it creates clients (credential resolution
         # and caches); the clients it returns are.
         with lock:
-            return session.create_client(
+            client = session.create_client(
                 service, region_name=region, endpoint_url=self.endpoint_url, config=self.client_config
             )
+            ca_bundle = cast("str | None", session.get_config_variable("ca_bundle"))
+        self.attach_deadline(client, ca_bundle)
+        return client
+
+    def attach_deadline(self, client: BaseClient, ca_bundle: str | None) -> None:
+        """Give ``client`` the total per-attempt deadline (``call_timeout``), if one is set.
+
+        Every client that talks to AWS must go through here, including clients built outside
+        :meth:`client` (the account fleet's shared clients).
+        """
+        if self._sender is not None:
+            # The stubs type handlers as returning None; before-send handlers may return the response.
+            handler = cast("Callable[..., None]", functools.partial(self._sender, ca_bundle=ca_bundle))
+            client.meta.events.register("before-send", handler)
 
 
 def call(client: BaseClient, operation: str, **params: Any) -> dict[str, Any]:

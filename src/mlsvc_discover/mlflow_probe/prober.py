@@ -15,9 +15,20 @@ Kubernetes one, can too)::
   CA bundle cannot be loaded, so a caller can fail every target at once instead). One prober
   per configuration: it caches the TLS context. Every probe has its own small HTTP client.
 
-A URI is an MLflow tracking server only when its REST API answers like one
-(``experiments/search`` returns a JSON object), so a typo, a login page or a reverse proxy's
-error page is a failure with a precise reason (``kind`` for metrics), never a service.
+A URI is an MLflow tracking server only when its REST API answers like one, on two counts:
+
+1. ``GET api/2.0/mlflow/experiments/search?max_results=1`` answers 200 with a JSON object whose
+   ``experiments``, when present, is a list of objects each with a string ``experiment_id``;
+2. something that cannot exist gets MLflow's answer for it, 404 with a JSON object whose
+   ``error_code`` is ``RESOURCE_DOES_NOT_EXIST``: a registered model with a random name
+   (``registered-models/get``; that answer also means the model registry is available), or,
+   when the registry does not answer so or ``check_registry`` is off, an experiment with a
+   random name (``experiments/get-by-name``). A server that answers ``{}`` or any fixed JSON to
+   every path is therefore not taken for MLflow.
+
+Anything else (a typo, a login page, a reverse proxy's error page, a catch-all JSON API) is a
+failure with a precise reason (``kind`` for metrics), never a service. ``/version``
+(``read_version``) only adds a fact and never fails a probe.
 Credentials are sent only to the origin they were configured for: redirects are followed by
 hand and only within that origin.
 """
@@ -28,6 +39,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import ssl
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
@@ -54,9 +66,11 @@ log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
 EXPERIMENTS_PATH = "api/2.0/mlflow/experiments/search?max_results=1"
-REGISTRY_PATH = "api/2.0/mlflow/registered-models/search?max_results=1"
+MISSING_MODEL_PATH = "api/2.0/mlflow/registered-models/get?name="
 VERSION_PATH = "version"
-# 401/403 bodies are read only to tell MLflow's Host-header refusal from a permission problem.
+MISSING_EXPERIMENT_PATH = "api/2.0/mlflow/experiments/get-by-name?experiment_name="
+# 401/403 bodies are read only to tell MLflow's Host-header refusal from a permission problem,
+# 404 bodies only for MLflow's error_code.
 _HINT_BYTES = 1024
 _VERSION_BYTES = 256
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
@@ -120,7 +134,7 @@ class MlflowProber:
         self._ssl: ssl.SSLContext | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
-        """One TLS context for every probe: loading CA certificates costs ~10 ms each time."""
+        """One TLS context for every probe: loading the CA certificates again for each would cost CPU per URI."""
         if self._ssl is not None:
             return self._ssl
         cfg = self.settings
@@ -146,15 +160,14 @@ class MlflowProber:
         """A client for one probe.
 
         One small client per probe, not one shared pool: httpcore's pool bookkeeping grows with
-        the square of its connections, and with a pool sized for hundreds of probes the cycle
-        became CPU-bound and probes of live servers missed their deadline (bench/README.md:
-        73 of 900 live servers found with a shared 768-connection pool, all 900 with this).
+        the square of its connections, and a pool sized for hundreds of probes made the cycle
+        CPU-bound until live servers missed their deadline (bench/README.md has the numbers).
         """
         client = httpx.AsyncClient(
             verify=context,
             timeout=httpx.Timeout(self.settings.timeout),
             follow_redirects=False,
-            # A probe holds at most three connections (tracking, registry and version checks).
+            # A probe holds at most two connections at once: its checks in turn, and /version beside them.
             limits=httpx.Limits(max_connections=3, max_keepalive_connections=3),
             headers={"User-Agent": "mlsvc-discover", "Accept-Encoding": "identity"},
         )
@@ -183,10 +196,16 @@ class MlflowProber:
         try:
             async with asyncio.timeout_at(deadline):
                 await self._check_tracking(client, t)
-                # /version runs beside the registry check and may only ever cost time, never the probe.
+                # /version runs beside the other checks and may only ever cost time, never the probe.
                 if cfg.read_version:
                     version_task = asyncio.create_task(self._version(client, t, deadline))
-                registry = await self._registry_available(client, t) if cfg.check_registry else False
+                # One after the other on the first request's keep-alive connection: at fleet scale
+                # the probe is CPU-bound. A missing registered model proves MLflow and its registry
+                # in one request; only when the registry does not answer so is a missing experiment
+                # asked for, so a real MLflow server costs two requests, as before the check.
+                registry = cfg.check_registry and await self._registry_available(client, t)
+                if not registry:
+                    await self._check_mlflow_error(client, t)
         except TimeoutError:
             if version_task is not None:
                 version_task.cancel()
@@ -207,8 +226,37 @@ class MlflowProber:
         if answer.status != 200:
             raise HttpProbeError(f"not an MLflow tracking server: HTTP {answer.status}", kind="not_mlflow")
         data = _json_object(answer)
-        if data and not isinstance(data.get("experiments"), list):
+        # MLflow answers {} when there are no experiments; anything else must carry the list.
+        experiments = data.get("experiments") if data else []
+        if not isinstance(experiments, list):
             raise HttpProbeError("not an MLflow tracking server: JSON without an experiments list", kind="not_mlflow")
+        if not all(isinstance(e, dict) and isinstance(e.get("experiment_id"), str) for e in experiments):
+            raise HttpProbeError(
+                "not an MLflow tracking server: experiments without an experiment_id", kind="not_mlflow"
+            )
+
+    async def _check_mlflow_error(self, client: httpx.AsyncClient, t: ProbeTarget) -> None:
+        """Ask for an experiment that cannot exist: MLflow answers 404 RESOURCE_DOES_NOT_EXIST.
+
+        The second signal: a server that answers ``{}`` or any fixed JSON to every path (a
+        catch-all API, a mock) passes the experiments check but not this one. The name is
+        random per probe, so no fixed answer can fake it.
+        """
+        answer = await self._ask_missing(client, t, MISSING_EXPERIMENT_PATH)
+        if answer.status in (401, 403):
+            raise self._auth_failure(t, answer)
+        if answer.status >= 500:
+            raise HttpProbeError(f"HTTP {answer.status} from server", kind="server_error")
+        if not _is_missing_resource(answer):
+            raise HttpProbeError(
+                f"not an MLflow tracking server: HTTP {answer.status} for a missing experiment, "
+                "not MLflow's 404 RESOURCE_DOES_NOT_EXIST",
+                kind="not_mlflow",
+            )
+
+    async def _ask_missing(self, client: httpx.AsyncClient, t: ProbeTarget, path: str) -> _Answer:
+        name = f"mlsvc-discover-probe-{secrets.token_hex(8)}"
+        return await self._get(client, t, path + name, limit=_HINT_BYTES, truncate=True)
 
     def _auth_failure(self, t: ProbeTarget, answer: _Answer) -> HttpProbeError:
         if answer.status == 401:
@@ -224,14 +272,11 @@ class MlflowProber:
         )
 
     async def _registry_available(self, client: httpx.AsyncClient, t: ProbeTarget) -> bool:
+        """Whether a random missing registered model gets MLflow's 404 RESOURCE_DOES_NOT_EXIST."""
         try:
-            answer = await self._get(client, t, REGISTRY_PATH, limit=self.settings.max_response_bytes)
-            if answer.status != 200:
-                return False
-            data = _json_object(answer)
+            return _is_missing_resource(await self._ask_missing(client, t, MISSING_MODEL_PATH))
         except HttpProbeError:
             return False
-        return not data or isinstance(data.get("registered_models"), list)
 
     async def _version(self, client: httpx.AsyncClient, t: ProbeTarget, deadline: float) -> str | None:
         try:
@@ -249,8 +294,8 @@ class MlflowProber:
     ) -> _Answer:
         """GET ``path`` under the target, following redirects only within its origin.
 
-        Bodies of 2xx answers are read up to ``limit``; 401/403 bodies only far enough for a
-        hint; others not at all, as their status already says everything.
+        Bodies of 2xx answers are read up to ``limit``; 401/403/404 bodies only far enough for a
+        hint or an MLflow ``error_code``; others not at all, as their status already says everything.
         """
         url = httpx.URL(f"{t.key}/{path}")
         home = origin_of(url)
@@ -266,7 +311,8 @@ class MlflowProber:
                         continue
                     if 200 <= resp.status_code < 300:
                         body = await read_bounded(resp, limit, truncate=truncate)
-                    elif resp.status_code in (401, 403):
+                    elif resp.status_code in (401, 403, 404):
+                        # 401/403 for a hint, 404 for MLflow's error_code; never more than a few KiB.
                         body = await read_bounded(resp, _HINT_BYTES, truncate=True)
                     else:
                         body = b""
@@ -296,6 +342,16 @@ def _next_hop(resp: httpx.Response, home: tuple[str, str, int], seen: set[str]) 
         raise HttpProbeError(f"redirect loop at {clean_text(target.path)}", kind="redirect")
     seen.add(str(target))
     return target
+
+
+def _is_missing_resource(answer: _Answer) -> bool:
+    """MLflow's answer for a resource that does not exist: 404 with that ``error_code``."""
+    if answer.status != 404:
+        return False
+    try:
+        return _json_object(answer).get("error_code") == "RESOURCE_DOES_NOT_EXIST"
+    except HttpProbeError:
+        return False
 
 
 def _media_type(resp: httpx.Response) -> str:

@@ -3,8 +3,9 @@
 Public seam (any discoverer that finds candidate MLflow URIs uses it):
 
 - :func:`parse_tracking_uri` -> :class:`ParsedUri`: validate one http(s) URI and normalise it
-  (``clean``: lower-case scheme and host, explicit port, no userinfo, no trailing slash; the
-  path prefix is kept). Raises ValueError quoting the URI redacted.
+  (``clean``: lower-case scheme and host, IDNA host names as punycode, IPv6 hosts in their
+  compressed form, explicit port, no userinfo, no trailing slash; the path prefix is kept as
+  written, case included). Raises ValueError quoting the URI redacted.
 - :func:`normalise_tracking_uri`: ``(clean uri, username, password)``.
 - :func:`clean_registry_uri` and :func:`registry_uri_secrets`: a registry URI as it may be
   published, and the secrets it holds.
@@ -46,7 +47,7 @@ class ParsedUri:
     raw_password: str | None = field(repr=False)
 
 
-def parse_tracking_uri(uri: str) -> ParsedUri:
+def parse_tracking_uri(uri: str) -> ParsedUri:  # noqa: PLR0912 - one check per way a URI can be wrong
     """Validate and normalise one tracking URI; ValueError messages quote it redacted."""
     shown = repr(redact_uri(uri))
     text = uri.strip()
@@ -71,7 +72,8 @@ def parse_tracking_uri(uri: str) -> ParsedUri:
         raise ValueError(f"{shown} has no host; write e.g. http://mlflow.example.com:5000")
     if ":" in host or host.startswith("["):
         try:
-            ipaddress.IPv6Address(host)
+            # One spelling per address ([0:0::1] and [::1] are one server): the compressed form.
+            host = ipaddress.IPv6Address(host).compressed
         except ValueError:
             raise ValueError(f"{shown} has an invalid IPv6 host") from None
     else:

@@ -153,7 +153,7 @@ class MlflowDiscovererConfig(DiscovererConfig):
         default=False,
         description=(
             "Also read each server's /version for the `mlflow_version` label (one more request per "
-            "server; off by default because at fleet scale it is a third of the probe's cost)."
+            "server, so off by default; bench/README.md has its cost at fleet scale)."
         ),
     )
     max_response_bytes: int = Field(

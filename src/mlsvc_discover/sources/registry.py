@@ -26,7 +26,7 @@ def available() -> list[str]:
 def discoverer_class(kind: str, *, key: str = "type") -> type[Discoverer[DiscovererConfig]]:
     """The class registered as ``kind``; a ConfigError naming the choices when there is none.
 
-    Loading is lazy so that a config using only MLflow never imports boto3.
+    Loading is lazy so that a config using only MLflow never imports botocore.
     """
     ep = _entry_points().get(kind)
     if ep is None:

@@ -29,7 +29,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -38,6 +37,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from mlsvc_discover._duration import Duration
 from mlsvc_discover._errors import MappingError
 from mlsvc_discover._templates import check_template
+from mlsvc_discover._threads import DaemonThreadPool
 from mlsvc_discover.aws import (
     AwsAccount,
     AwsClients,
@@ -162,7 +162,18 @@ class SageMakerConfig(DiscovererConfig):
     )
     max_accounts_concurrency: int = Field(default=16, ge=1, le=256, description="Accounts looked at at once.")
     connect_timeout: Duration = Field(default=5.0, gt=0, description="Timeout to connect to an AWS endpoint.")
-    read_timeout: Duration = Field(default=15.0, gt=0, description="Timeout waiting for an AWS answer.")
+    read_timeout: Duration = Field(
+        default=15.0,
+        gt=0,
+        description="Timeout of each read from an AWS endpoint (one socket read, not a whole answer).",
+    )
+    call_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Total deadline of one attempt of one AWS call: connecting, sending and reading the whole "
+        "answer together; an endpoint that trickles its answer fails the attempt here.",
+    )
     max_attempts: int = Field(
         default=3,
         ge=1,
@@ -276,7 +287,7 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
 
     def __init__(self, config: SageMakerConfig) -> None:
         super().__init__(config)
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
         self._aws: AwsClients | None = None
         self._fleet: AwsFleet | None = None
         self._aws_lock = threading.Lock()
@@ -289,10 +300,11 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
 
     # -- lifecycle
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pool(self) -> DaemonThreadPool:
         if self._executor is None:
             cfg = self.config
-            self._executor = ThreadPoolExecutor(
+            # Daemon threads: a call still in flight ends by its own deadline and never delays exit.
+            self._executor = DaemonThreadPool(
                 max_workers=cfg.max_accounts_concurrency * cfg.max_concurrency_per_account,
                 thread_name_prefix=f"sagemaker-{cfg.name}",
             )
@@ -307,6 +319,8 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
                     connect_timeout=cfg.connect_timeout,
                     read_timeout=cfg.read_timeout,
                     max_attempts=cfg.max_attempts,
+                    call_timeout=cfg.call_timeout,
+                    max_pool_connections=cfg.max_accounts_concurrency * cfg.max_concurrency_per_account,
                 )
             return self._aws
 
@@ -324,8 +338,9 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None
         if executor is not None:
-            # Off the event loop: threads in flight finish within botocore's own timeouts.
-            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            # Not waited for: a call in flight ends by its own call_timeout (per attempt) in a
+            # daemon thread, and must not hold up the end of a cycle or of the process.
+            executor.shutdown(wait=False, cancel_futures=True)
         fleet, self._fleet = self._fleet, None
         if fleet is not None:
             await asyncio.to_thread(fleet.close)

@@ -1,0 +1,64 @@
+"""The runtime declares exactly what ``src/`` imports, and ``src/`` never imports mlflow or boto3."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "mlsvc_discover"
+
+# Declared but not imported by src/, each for a reason written beside it in pyproject.toml.
+DECLARED_NOT_IMPORTED = {"sniffio"}
+
+
+def third_party_imports() -> dict[str, list[str]]:
+    """Top-level module -> files importing it, lazy imports inside functions included."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "mlsvc_discover":
+                    found.setdefault(top, []).append(str(path.relative_to(REPO)))
+    return found
+
+
+def normalise(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def declared_runtime() -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {normalise(re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0]) for dep in project["dependencies"]}
+
+
+def test_src_never_imports_mlflow_or_boto3() -> None:
+    imports = third_party_imports()
+    assert not {m: imports[m] for m in ("mlflow", "boto3") if m in imports}
+
+
+def test_the_runtime_declares_exactly_what_src_imports() -> None:
+    distributions = packages_distributions()
+    imported = {normalise(distributions[module][0]) for module in third_party_imports()}
+    declared = declared_runtime()
+
+    assert imported - declared == set(), "imported by src/ but not declared in [project] dependencies"
+    assert declared - imported == DECLARED_NOT_IMPORTED, "declared but never imported by src/"
+
+
+def test_the_version_is_written_once_in_pyproject_and_read_from_the_installed_metadata() -> None:
+    import mlsvc_discover
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert mlsvc_discover.__version__ == project["version"]
+    assert not re.search(r"__version__\s*=\s*['\"]\d+\.\d+", (SRC / "__init__.py").read_text(encoding="utf-8"))
