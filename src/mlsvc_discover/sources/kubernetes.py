@@ -172,7 +172,9 @@ class KubernetesDiscovererConfig(DiscovererConfig):
     )
     auth: MlflowAuth | None = Field(default=None, description="Credentials sent to every candidate's probe.")
     auth_secret: SecretAuth | None = Field(
-        default=None, description="Credentials read from a Kubernetes Secret (instead of `auth`)."
+        default=None,
+        description="Credentials read from a Kubernetes Secret (instead of `auth`); a Service whose "
+        "namespace has no such Secret is probed without credentials.",
     )
     api_timeout: Duration = Field(
         default=15.0, gt=0, le=600, description="Total deadline of one Kubernetes API call (all pages of a list)."
@@ -448,7 +450,7 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
 
         cfg = self.config
         ref = cfg.auth_secret
-        wanted: dict[tuple[str, str, str], asyncio.Task[str | KubernetesApiError]] = {}
+        wanted: dict[tuple[str, str, str], asyncio.Task[str | KubernetesApiError | None]] = {}
         if ref is not None:
             for cand, _ in candidates:
                 key = (cand.cluster.name, ref.namespace or cand.namespace, ref.name)
@@ -471,13 +473,15 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
 
     async def _authorization(
         self, cluster: KubernetesCluster, namespace: str, ref: SecretAuth, secrets: list[str]
-    ) -> str | KubernetesApiError:
+    ) -> str | KubernetesApiError | None:
         from mlsvc_discover.k8s.api import KubernetesApiError
 
         try:
             data = await (await self._api(cluster)).secret(namespace, ref.name)
         except KubernetesApiError as exc:
-            return exc
+            # No such Secret in this namespace: its servers are probed without credentials. A
+            # Secret that exists but cannot be read (403) fails the candidate instead.
+            return None if exc.kind == "not_found" else exc
         secrets.extend(v for v in data.values() if v)
         token = data.get(ref.token_key)
         if token:
