@@ -60,46 +60,46 @@ def scopes(result: DiscoveryResult) -> dict[tuple[str, ...], bool]:
 def test_finds_exactly_the_mlflow_services_with_their_reachable_uris(world: K8sWorld) -> None:
     result, _ = run(discoverer_config(world))
     found = {f.key: f for f in result.findings}
-    assert set(found) == {"alpha/team-a/mlflow", "alpha/team-b/tracking", "alpha/team-c/custom", "beta/ml/mlflow"}
+    assert set(found) == {"prod/team-a/mlflow", "prod/team-b/tracking", "prod/team-c/custom", "research/ml/mlflow"}
     uris = {k: f.attributes["tracking_uri"] for k, f in found.items()}
     assert uris == {
-        "alpha/team-a/mlflow": "https://mlflow.team-a.example.com:443",
-        "alpha/team-b/tracking": world.expected_uris["mlflow-alpha-team-b-tracking"],
-        "alpha/team-c/custom": world.expected_uris["team-c-tracking"],
-        "beta/ml/mlflow": "https://mlflow.beta.example.com:443",
+        "prod/team-a/mlflow": "https://mlflow.team-a.example.com:443",
+        "prod/team-b/tracking": world.expected_uris["mlflow-prod-team-b-tracking"],
+        "prod/team-c/custom": world.expected_uris["team-c-tracking"],
+        "research/ml/mlflow": "https://mlflow.beta.example.com:443",
     }
     sources = {k: f.attributes["uri_source"] for k, f in found.items()}
     assert sources == {
-        "alpha/team-a/mlflow": "ingress",
-        "alpha/team-b/tracking": "external-dns",
-        "alpha/team-c/custom": "cluster-dns",
-        "beta/ml/mlflow": "annotation",
+        "prod/team-a/mlflow": "ingress",
+        "prod/team-b/tracking": "external-dns",
+        "prod/team-c/custom": "cluster-dns",
+        "research/ml/mlflow": "annotation",
     }
-    assert found["alpha/team-c/custom"].name == "team-c-tracking"
+    assert found["prod/team-c/custom"].name == "team-c-tracking"
     # The real servers were probed at the Services' cluster IP and port, not at the published names.
-    assert found["alpha/team-a/mlflow"].attributes["probed_uri"] == world.plain.url
-    assert found["alpha/team-a/mlflow"].attributes["registry_available"] is True
+    assert found["prod/team-a/mlflow"].attributes["probed_uri"] == world.plain.url
+    assert found["prod/team-a/mlflow"].attributes["registry_available"] is True
 
 
 @pytest.mark.slow
 def test_the_rest_is_reported_with_reasons_in_its_own_scope(world: K8sWorld) -> None:
     result, _ = run(discoverer_config(world))
     reasons = {f.item: f for f in result.failures}
-    assert set(reasons) == {"alpha/team-a/web", "beta/restricted"}
-    assert reasons["alpha/team-a/web"].kind == "not_mlflow"
-    assert "not an MLflow tracking server" in reasons["alpha/team-a/web"].reason
-    assert reasons["beta/restricted"].kind == "forbidden"
-    assert "HTTP 403" in reasons["beta/restricted"].reason
-    assert 'cannot list resource "services"' in reasons["beta/restricted"].reason
+    assert set(reasons) == {"prod/team-a/web", "research/restricted"}
+    assert reasons["prod/team-a/web"].kind == "not_mlflow"
+    assert "not an MLflow tracking server" in reasons["prod/team-a/web"].reason
+    assert reasons["research/restricted"].kind == "forbidden"
+    assert "HTTP 403" in reasons["research/restricted"].reason
+    assert 'cannot list resource "services"' in reasons["research/restricted"].reason
     outcome = scopes(result)
-    assert outcome[("kubernetes", "k8s", "alpha", "team-a", "web")] is False
-    assert outcome[("kubernetes", "k8s", "beta", "restricted")] is False
-    assert outcome[("kubernetes", "k8s", "beta", "ml")] is True
-    assert outcome[("kubernetes", "k8s", "alpha")] is True
-    assert [(s.item, s.kind) for s in result.skipped] == [("alpha/team-a/old-mlflow", "opted_out")]
+    assert outcome[("kubernetes", "k8s", "prod", "team-a", "web")] is False
+    assert outcome[("kubernetes", "k8s", "research", "restricted")] is False
+    assert outcome[("kubernetes", "k8s", "research", "ml")] is True
+    assert outcome[("kubernetes", "k8s", "prod")] is True
+    assert [(s.item, s.kind) for s in result.skipped] == [("prod/team-a/old-mlflow", "opted_out")]
     notes = "\n".join(result.notes)
-    assert "alpha/team-a/old-mlflow: skipped, opted out" in notes
-    assert "alpha/team-c/custom: no Ingress or ExternalDNS hostname" in notes
+    assert "prod/team-a/old-mlflow: skipped, opted out" in notes
+    assert "prod/team-c/custom: no Ingress or ExternalDNS hostname" in notes
     assert "resolves only inside the cluster" in notes
 
 
@@ -110,7 +110,7 @@ def test_lists_are_paged_with_continue_tokens_and_secrets_read_through_the_api(w
     assert all("limit=2" in r for r in world.alpha.requests if r.startswith("/api/v1/services"))
     assert "/api/v1/namespaces/team-b/secrets/mlflow-discovery" in world.alpha.requests
     # The basic-auth server was reached with the Secret's credentials; its password is a secret.
-    assert "alpha/team-b/tracking" in {f.key for f in result.findings}
+    assert "prod/team-b/tracking" in {f.key for f in result.findings}
     assert world.secured.password in disc.secrets()
 
 
@@ -119,8 +119,8 @@ def test_without_the_secret_the_auth_server_is_a_401_failure_of_its_own(world: K
     world.alpha.secrets.clear()
     result, _ = run(discoverer_config(world))
     failures = {f.item: f for f in result.failures}
-    assert failures["alpha/team-b/tracking"].kind == "unauthorized"
-    assert "alpha/team-a/mlflow" in {f.key for f in result.findings}
+    assert failures["prod/team-b/tracking"].kind == "unauthorized"
+    assert "prod/team-a/mlflow" in {f.key for f in result.findings}
 
 
 @pytest.mark.slow
@@ -128,15 +128,17 @@ def test_a_secret_that_cannot_be_read_fails_only_the_candidates_that_need_it(wor
     world.alpha.forbid_secrets = True
     result, _ = run(discoverer_config(world))
     failures = {f.item: f for f in result.failures}
-    assert failures["alpha/team-b/tracking"].kind == "forbidden"
-    assert "credentials: cannot read secret team-b/mlflow-discovery: HTTP 403" in failures["alpha/team-b/tracking"].reason
-    assert scopes(result)[("kubernetes", "k8s", "alpha", "team-b", "tracking")] is False
+    assert failures["prod/team-b/tracking"].kind == "forbidden"
+    assert (
+        "credentials: cannot read secret team-b/mlflow-discovery: HTTP 403" in failures["prod/team-b/tracking"].reason
+    )
+    assert scopes(result)[("kubernetes", "k8s", "prod", "team-b", "tracking")] is False
 
 
 @pytest.mark.slow
 def test_server_side_selectors_when_the_opt_in_annotation_is_off(world: K8sWorld) -> None:
     result, _ = run(discoverer_config(world, opt_in_annotation=False))
-    assert "alpha/team-c/custom" not in {f.key for f in result.findings}
+    assert "prod/team-c/custom" not in {f.key for f in result.findings}
     service_lists = [r for r in world.alpha.requests if r.startswith("/api/v1/services")]
     assert service_lists
     assert all("labelSelector=app.kubernetes.io%2Fname%3Dmlflow" in r for r in service_lists)
@@ -148,8 +150,8 @@ def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(world
     config["clusters"] = config["clusters"][:1]
     result, _ = run(config)
     assert result.findings == []
-    assert scopes(result)[("kubernetes", "k8s", "alpha")] is False
-    assert [(f.item, f.kind) for f in result.failures] == [("alpha", "forbidden")]
+    assert scopes(result)[("kubernetes", "k8s", "prod")] is False
+    assert [(f.item, f.kind) for f in result.failures] == [("prod", "forbidden")]
     assert "at the cluster scope" in result.failures[0].reason
 
 
@@ -162,8 +164,8 @@ def test_a_failing_ingress_list_fails_the_namespace_because_it_decides_the_uri(
     config["clusters"] = config["clusters"][1:]
     result, _ = run(config)
     assert result.findings == []
-    assert scopes(result)[("kubernetes", "k8s", "beta", "ml")] is False
-    assert {f.item: f.kind for f in result.failures}["beta/ml"] == kind
+    assert scopes(result)[("kubernetes", "k8s", "research", "ml")] is False
+    assert {f.item: f.kind for f in result.failures}["research/ml"] == kind
 
 
 def test_a_stalled_api_server_ends_within_the_api_deadline(world: K8sWorld) -> None:
@@ -174,9 +176,9 @@ def test_a_stalled_api_server_ends_within_the_api_deadline(world: K8sWorld) -> N
     result, _ = run(config)
     took = time.monotonic() - started
     assert took < 1 + 5, took
-    failure = {f.item: f for f in result.failures}["beta/ml"]
+    failure = {f.item: f for f in result.failures}["research/ml"]
     assert failure.kind == "timeout"
-    assert scopes(result)[("kubernetes", "k8s", "beta", "ml")] is False
+    assert scopes(result)[("kubernetes", "k8s", "research", "ml")] is False
 
 
 def test_a_wrong_token_is_a_401_failure_naming_the_credentials(world: K8sWorld) -> None:
@@ -184,7 +186,7 @@ def test_a_wrong_token_is_a_401_failure_naming_the_credentials(world: K8sWorld) 
     config = discoverer_config(world)
     config["clusters"] = config["clusters"][:1]
     result, _ = run(config)
-    assert [(f.item, f.kind) for f in result.failures] == [("alpha", "unauthorized")]
+    assert [(f.item, f.kind) for f in result.failures] == [("prod", "unauthorized")]
     assert "refused the credentials" in result.failures[0].reason
     assert "alpha-sa-token" not in result.failures[0].reason
 
@@ -204,9 +206,9 @@ def test_an_unreachable_api_server_fails_the_cluster(tmp_path: Path, refused_url
 
 def test_a_missing_kubeconfig_context_fails_the_cluster_with_the_reason(world: K8sWorld) -> None:
     config = discoverer_config(world)
-    config["clusters"] = [{"name": "alpha", "kubeconfig": str(world.alpha_kubeconfig), "context": "nope"}]
+    config["clusters"] = [{"name": "prod", "kubeconfig": str(world.alpha_kubeconfig), "context": "nope"}]
     result, _ = run(config)
-    assert result.failures[0].item == "alpha"
+    assert result.failures[0].item == "prod"
     assert result.failures[0].kind == "config"
     assert "nope" in result.failures[0].reason
 
@@ -279,7 +281,7 @@ def test_port_named_http_wins_then_https_then_5000() -> None:
     assert pick_port({"ports": [{"name": "x", "port": 5000}, {"name": "http", "port": 80}]}, {}).port == 80
     assert pick_port({"ports": [{"name": "https", "port": 443}, {"name": "x", "port": 5000}]}, {}).port == 443
     assert pick_port({"ports": [{"name": "metrics", "port": 9090}, {"port": 5000}]}, {}).port == 5000
-    with pytest.raises(EndpointError, match="mlsvc-discover.io/port"):
+    with pytest.raises(EndpointError, match=r"mlsvc-discover\.io/port"):
         pick_port({"ports": [{"name": "metrics", "port": 9090}]}, {})
 
 
@@ -302,9 +304,7 @@ def test_ingress_path_prefix_is_kept_and_probed_at_the_service() -> None:
     assert ep.probe == "http://127.0.0.1:5000/mlflow"
 
 
-@pytest.mark.parametrize(
-    "key", ["external-dns.kubernetes.io/hostname", "external-dns.alpha.kubernetes.io/hostname"]
-)
+@pytest.mark.parametrize("key", ["external-dns.kubernetes.io/hostname", "external-dns.alpha.kubernetes.io/hostname"])
 def test_external_dns_hostname_both_prefixes(key: str) -> None:
     svc = _svc(annotations={key: "*.wild.example.com, mlflow.example.com"})
     ep = choose_endpoint(svc, {}, probe_via="published", cluster_domain="cluster.local")

@@ -1,6 +1,6 @@
 """Two fake clusters whose Services point at real MLflow servers, for the kubernetes tests.
 
-``alpha`` (plain HTTP API, all namespaces):
+cluster ``prod`` (``world.alpha``; plain HTTP API, all namespaces):
   team-a/mlflow      community chart labels, Ingress host with TLS -> https://mlflow.team-a.example.com
   team-a/old-mlflow  community chart labels, opted out by annotation
   team-a/web         the chart's labels, but a web page, not MLflow -> a failure of its own
@@ -8,7 +8,7 @@
   team-c/custom      no chart labels, opted in by annotation, own name, port picked by annotation;
                      nothing external -> the in-cluster DNS name, with a note
   infra/postgres     other labels, not a candidate
-``beta`` (TLS API, namespaces listed one by one):
+cluster ``research`` (``world.beta``; TLS API, namespaces listed one by one, context ``research``):
   ml/mlflow          community labels, URI annotation -> published as given
   restricted/*       the service account may not list it (403)
 """
@@ -56,16 +56,14 @@ class K8sWorld:
     def expected_uris(self) -> dict[str, str]:
         """Service name (default template) -> published trackingUri."""
         return {
-            "mlflow-alpha-team-a-mlflow": "https://mlflow.team-a.example.com:443",
-            "mlflow-alpha-team-b-tracking": f"http://mlflow-b.example.com:{port_of(self.secured.url)}",
+            "mlflow-prod-team-a-mlflow": "https://mlflow.team-a.example.com:443",
+            "mlflow-prod-team-b-tracking": f"http://mlflow-b.example.com:{port_of(self.secured.url)}",
             "team-c-tracking": f"http://custom.team-c.svc.cluster.local:{port_of(self.plain.url)}",
-            "mlflow-beta-ml-mlflow": "https://mlflow.beta.example.com:443",
+            "mlflow-research-ml-mlflow": "https://mlflow.beta.example.com:443",
         }
 
 
-def build_world(
-    tmp: Path, plain: MlflowServer, secured: MlflowServer, web: FakeServer, tls: TlsMaterial
-) -> K8sWorld:
+def build_world(tmp: Path, plain: MlflowServer, secured: MlflowServer, web: FakeServer, tls: TlsMaterial) -> K8sWorld:
     p_plain, p_secured, p_web = port_of(plain.url), port_of(secured.url), port_of(web.url)
     alpha = FakeCluster(
         token="alpha-sa-token-0f1e",
@@ -103,7 +101,9 @@ def build_world(
             ingress("mlflow", "team-a", host="mlflow.team-a.example.com", service_name="mlflow", tls=True),
             ingress("other", "team-a", host="other.example.com", service_name="something-else"),
         ],
-        secrets={("team-b", "mlflow-discovery"): {"username": str(secured.username), "password": str(secured.password)}},
+        secrets={
+            ("team-b", "mlflow-discovery"): {"username": str(secured.username), "password": str(secured.password)}
+        },
     ).start()
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(tls.cert_path, tls.key_path)
@@ -123,7 +123,7 @@ def build_world(
         tls=server_tls,
     ).start()
     alpha_path, beta_path = tmp / "alpha.kubeconfig", tmp / "beta.kubeconfig"
-    alpha_path.write_text(yaml.safe_dump(alpha.kubeconfig(context="alpha")))
+    alpha_path.write_text(yaml.safe_dump(alpha.kubeconfig(context="prod")))
     beta_path.write_text(yaml.safe_dump(beta.kubeconfig(context="research", ca_pem=tls.ca_path.read_bytes())))
     return K8sWorld(alpha, beta, alpha_path, beta_path, plain, secured, web)
 
@@ -133,8 +133,8 @@ def discoverer_config(world: K8sWorld, **overrides: Any) -> dict[str, Any]:
         "type": "kubernetes",
         "name": "k8s",
         "clusters": [
-            {"name": "alpha", "kubeconfig": str(world.alpha_kubeconfig)},
-            {"name": "beta", "kubeconfig": str(world.beta_kubeconfig), "namespaces": ["ml", "restricted"]},
+            {"name": "prod", "kubeconfig": str(world.alpha_kubeconfig)},
+            {"name": "research", "kubeconfig": str(world.beta_kubeconfig), "namespaces": ["ml", "restricted"]},
         ],
         "auth_secret": {"name": "mlflow-discovery"},
         "page_size": 2,
