@@ -75,19 +75,15 @@ def load_config(*, in_cluster: bool, kubeconfig: Path | None, context: str | Non
 class KubeApi:
     """One cluster's API client; ``timeout`` is the total deadline of each call."""
 
-    def __init__(self, config: SingleConfig, *, timeout: float, page_size: int, where: str) -> None:
+    def __init__(self, config: SingleConfig, *, timeout: float, page_size: int) -> None:
         self._timeout = timeout
         self._page_size = page_size
-        self._where = where
         # trust_env=False: proxies and KUBECONFIG from the environment must not redirect the
         # calls of a cluster the config describes explicitly.
         self._client = AsyncClient(config, timeout=httpx2.Timeout(timeout), trust_env=False)
 
     async def aclose(self) -> None:
-        # AsyncClient has no public close; its httpx client does.
-        inner = getattr(getattr(self._client, "_client", None), "_client", None)
-        if inner is not None:
-            await inner.aclose()
+        await self._client.aclose()
 
     async def list(
         self, kind: Kind, namespace: str | None, labels: Mapping[str, Any] | None = None
@@ -135,6 +131,9 @@ class KubeApi:
             ) from None
         except ApiError as exc:
             raise _api_error(exc, what) from exc
+        except ConfigError as exc:
+            # lightkube re-reads a rotated service-account token per request; it may be gone.
+            raise KubernetesApiError(f"cannot read {what}: {clean_text(str(exc))}", kind="config") from exc
         except httpx2.HTTPError as exc:
             raise _transport_error(exc, what, self._timeout) from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

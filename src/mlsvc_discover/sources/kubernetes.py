@@ -292,6 +292,15 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
             result.failures.append(ItemFailure(self.name, self.name, exc.reason, exc.kind))
             return result
         result.scopes.append(ScopeOutcome(self.root_scope, ok=True))
+        try:
+            await self._discover(result)
+        finally:
+            # Clients live for one cycle: a kubeconfig edited between cycles (a new token, a
+            # moved server) is read again next time. In-cluster tokens rotate under lightkube.
+            await self.aclose()
+        return result
+
+    async def _discover(self, result: DiscoveryResult) -> None:
         outcomes = await asyncio.gather(*(self._cluster(c) for c in self.config.clusters))
         candidates: list[tuple[_Candidate, Scope]] = []
         for outcome in outcomes:
@@ -319,7 +328,6 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
                     f"name {cand.endpoint.published}, which resolves only inside the cluster "
                     "(set the mlsvc-discover.io/uri annotation to publish another)"
                 )
-        return result
 
     # -- clusters and namespaces
 
@@ -331,7 +339,7 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
             config = await asyncio.to_thread(
                 load_config, in_cluster=cluster.in_cluster, kubeconfig=cluster.kubeconfig, context=cluster.context
             )
-            api = KubeApi(config, timeout=self.config.api_timeout, page_size=self.config.page_size, where=cluster.name)
+            api = KubeApi(config, timeout=self.config.api_timeout, page_size=self.config.page_size)
             self._apis[cluster.name] = api
         return api
 
