@@ -213,6 +213,13 @@ def test_a_missing_kubeconfig_context_fails_the_cluster_with_the_reason(world: K
     assert "nope" in result.failures[0].reason
 
 
+def test_in_cluster_outside_a_pod_fails_the_cluster_saying_why() -> None:
+    result, _ = run({"type": "kubernetes", "name": "k8s", "clusters": [{"name": "here", "in_cluster": True}]})
+    assert [(f.item, f.kind) for f in result.failures] == [("here", "config")]
+    assert "in-cluster service account" in result.failures[0].reason
+    assert scopes(result) == {("kubernetes", "k8s"): True, ("kubernetes", "k8s", "here"): False}
+
+
 def test_the_client_library_is_imported_only_when_a_kubernetes_discoverer_runs() -> None:
     import subprocess
 

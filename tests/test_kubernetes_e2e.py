@@ -84,8 +84,9 @@ def test_registers_exactly_the_mlflow_servers_with_reachable_uris_and_reports_th
     notes = "\n".join(report.get("notes", []))
     assert "prod/team-a/old-mlflow: skipped, opted out" in notes
     assert "prod/team-c/custom: no Ingress or ExternalDNS hostname" in notes
-    # Credentials read from the Secret never reach OpenMetadata.
+    # Credentials read from the Secret never reach OpenMetadata or the report.
     assert not om_standin.bodies_containing(str(world.secured.password))
+    assert str(world.secured.password) not in json.dumps(report)
 
 
 def test_sync_deletes_a_removed_service_but_nothing_from_a_namespace_it_cannot_list(

@@ -61,15 +61,23 @@ def load_config(*, in_cluster: bool, kubeconfig: Path | None, context: str | Non
         config = KubeConfig.from_file(kubeconfig)
         single = config.get(context_name=context)
     except ConfigError as exc:
-        where = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
-        raise KubernetesApiError(f"cannot load {where}: {clean_text(str(exc))}", kind="config") from exc
+        raise KubernetesApiError(
+            f"cannot load {_where(in_cluster, kubeconfig)}: {clean_text(str(exc))}", kind="config"
+        ) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        where = "the in-cluster service account" if in_cluster else f"kubeconfig {kubeconfig}"
         detail = getattr(exc, "strerror", None) or type(exc).__name__
-        raise KubernetesApiError(f"cannot load {where}: {clean_text(str(detail))}", kind="config") from exc
+        raise KubernetesApiError(
+            f"cannot load {_where(in_cluster, kubeconfig)}: {clean_text(str(detail))}", kind="config"
+        ) from exc
     if single is None:
         raise KubernetesApiError(f"kubeconfig {kubeconfig} has no context {context!r}", kind="config")
     return single
+
+
+def _where(in_cluster: bool, kubeconfig: Path | None) -> str:
+    if in_cluster:
+        return "the in-cluster service account (is the agent running in a pod with its token mounted?)"
+    return f"kubeconfig {kubeconfig}"
 
 
 class KubeApi:

@@ -490,12 +490,15 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
             # No such Secret in this namespace: its servers are probed without credentials. A
             # Secret that exists but cannot be read (403) fails the candidate instead.
             return None if exc.kind == "not_found" else exc
-        secrets.extend(v for v in data.values() if v)
+        # Only the values sent are redacted: a user name or an unrelated short value in the
+        # same Secret would blank out every occurrence of it in the logs.
         token = data.get(ref.token_key)
         if token:
+            secrets.append(token.strip())
             return f"Bearer {token.strip()}"
         user, password = data.get(ref.username_key), data.get(ref.password_key)
         if user and password:
+            secrets.append(password)
             return basic_authorization(user, password)
         return KubernetesApiError(
             f"secret {namespace}/{ref.name} has neither a {ref.token_key!r} key nor both "
