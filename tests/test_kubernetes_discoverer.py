@@ -303,6 +303,16 @@ def test_ingress_must_route_to_the_chosen_port_and_tls_makes_it_https() -> None:
     assert ep.published == "http://mlflow.ml.svc.cluster.local:5000"
 
 
+def test_a_wildcard_tls_entry_covers_one_label() -> None:
+    ing = ingress("i", "ml", host="mlflow.ml.example.com", service_name="mlflow")
+    ing["spec"]["tls"] = [{"hosts": ["*.ml.example.com"], "secretName": "wild"}]
+    (route,) = ingress_routes([ing])[("ml", "mlflow")]
+    assert route.https
+    ing["spec"]["tls"] = [{"hosts": ["*.example.com"], "secretName": "wild"}]
+    (route,) = ingress_routes([ing])[("ml", "mlflow")]
+    assert not route.https
+
+
 def test_ingress_path_prefix_is_kept_and_probed_at_the_service() -> None:
     svc = _svc()
     routes = ingress_routes([ingress("i", "ml", host="ml.example.com", service_name="mlflow", path="/mlflow/")])

@@ -146,13 +146,19 @@ def ingress_routes(ingresses: Iterable[Mapping[str, Any]]) -> dict[tuple[str, st
                 route = IngressRoute(
                     ingress=str(meta.get("name", "")),
                     host=host,
-                    https=host in tls_hosts,
+                    https=_tls_covers(tls_hosts, host),
                     path=prefix.rstrip("/") if _PLAIN_PATH.match(prefix) else "",
                     port_name=port.get("name"),
                     port_number=port.get("number"),
                 )
                 routes.setdefault((str(meta.get("namespace", "")), str(name)), []).append(route)
     return routes
+
+
+def _tls_covers(tls_hosts: set[str], host: str) -> bool:
+    """Whether the Ingress terminates TLS for ``host`` (a ``*.`` entry covers one label)."""
+    parent = host.split(".", 1)[1] if "." in host else ""
+    return host in tls_hosts or (bool(parent) and f"*.{parent}" in tls_hosts)
 
 
 def _netloc(host: str, port: int) -> str:
