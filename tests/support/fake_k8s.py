@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeCluster", "ingress", "service"]
+__all__ = ["FakeCluster", "fail", "ingress", "matches", "service", "stall"]
 
 SERVICE_ACCOUNT = "system:serviceaccount:mlsvc-discover:mlsvc-discover"
 
