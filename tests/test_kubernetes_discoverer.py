@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from mlsvc_discover.k8s.endpoints import EndpointError, choose_endpoint, ingress_routes, pick_port
@@ -144,6 +145,52 @@ def test_server_side_selectors_when_the_opt_in_annotation_is_off(world: K8sWorld
     assert all("labelSelector=app.kubernetes.io%2Fname%3Dmlflow" in r for r in service_lists)
 
 
+@pytest.mark.slow
+def test_probe_via_published_probes_the_published_uri_itself(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    port = int(mlflow_server.url.rsplit(":", 1)[1])
+    cluster = FakeCluster(
+        token="t",
+        services=[
+            service(
+                "mlflow",
+                "ml",
+                labels=COMMUNITY,
+                # The agent outside the cluster reaches the server by its ExternalDNS name.
+                annotations={"external-dns.kubernetes.io/hostname": "localhost"},
+                cluster_ip="127.0.0.9",  # nothing listens there: contacting it would fail the probe
+                ports=[{"name": "http", "port": port}],
+            )
+        ],
+    ).start()
+    try:
+        path = tmp_path / "kubeconfig"
+        path.write_text(yaml.safe_dump(cluster.kubeconfig()))
+        result, _ = run(
+            {
+                "type": "kubernetes",
+                "name": "k8s",
+                "clusters": [{"name": "outside", "kubeconfig": str(path), "probe_via": "published"}],
+            }
+        )
+    finally:
+        cluster.stop()
+    (finding,) = result.findings
+    assert finding.attributes["tracking_uri"] == finding.attributes["probed_uri"] == f"http://localhost:{port}"
+    assert finding.attributes["uri_source"] == "external-dns"
+
+
+def test_an_invalid_uri_annotation_fails_that_service_only(world: K8sWorld) -> None:
+    world.beta.services[0]["metadata"]["annotations"]["mlsvc-discover.io/uri"] = "mlflow.example.com:5000"
+    config = discoverer_config(world)
+    config["clusters"] = config["clusters"][1:]
+    result, _ = run(config)
+    failures = {f.item: f for f in result.failures}
+    assert failures["research/ml/mlflow"].kind == "invalid"
+    assert "http:// or https://" in failures["research/ml/mlflow"].reason
+    assert scopes(result)[("kubernetes", "k8s", "research", "ml", "mlflow")] is False
+    assert scopes(result)[("kubernetes", "k8s", "research", "ml")] is True
+
+
 def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(world: K8sWorld) -> None:
     world.alpha.forbid_cluster_wide = True
     config = discoverer_config(world)
@@ -195,8 +242,6 @@ def test_an_unreachable_api_server_fails_the_cluster(tmp_path: Path, refused_url
     cluster = FakeCluster(token="t")
     cluster.url = refused_url
     path = tmp_path / "kubeconfig"
-    import yaml
-
     path.write_text(yaml.safe_dump(cluster.kubeconfig()))
     result, _ = run({"type": "kubernetes", "name": "k8s", "clusters": [{"name": "gone", "kubeconfig": str(path)}]})
     assert [(f.item, f.kind) for f in result.failures] == [("gone", "unreachable")]
