@@ -179,6 +179,7 @@ def test_probe_via_published_probes_the_published_uri_itself(tmp_path: Path, mlf
     assert finding.attributes["uri_source"] == "external-dns"
 
 
+@pytest.mark.slow
 def test_an_invalid_uri_annotation_fails_that_service_only(world: K8sWorld) -> None:
     world.beta.services[0]["metadata"]["annotations"]["mlsvc-discover.io/uri"] = "mlflow.example.com:5000"
     config = discoverer_config(world)
@@ -191,6 +192,7 @@ def test_an_invalid_uri_annotation_fails_that_service_only(world: K8sWorld) -> N
     assert scopes(result)[("kubernetes", "k8s", "research", "ml")] is True
 
 
+@pytest.mark.slow
 def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(world: K8sWorld) -> None:
     world.alpha.forbid_cluster_wide = True
     config = discoverer_config(world)
@@ -202,6 +204,7 @@ def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(world
     assert "at the cluster scope" in result.failures[0].reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("code", "kind"), [(500, "server_error"), (503, "server_error"), (429, "throttled")])
 def test_a_failing_ingress_list_fails_the_namespace_because_it_decides_the_uri(
     world: K8sWorld, code: int, kind: str
@@ -215,6 +218,7 @@ def test_a_failing_ingress_list_fails_the_namespace_because_it_decides_the_uri(
     assert {f.item: f.kind for f in result.failures}["research/ml"] == kind
 
 
+@pytest.mark.slow
 def test_a_stalled_api_server_ends_within_the_api_deadline(world: K8sWorld) -> None:
     world.beta.faults["/api/v1/namespaces/ml/services"] = stall(world.beta)
     config = discoverer_config(world, api_timeout=1)
@@ -228,6 +232,7 @@ def test_a_stalled_api_server_ends_within_the_api_deadline(world: K8sWorld) -> N
     assert scopes(result)[("kubernetes", "k8s", "research", "ml")] is False
 
 
+@pytest.mark.slow
 def test_a_wrong_token_is_a_401_failure_naming_the_credentials(world: K8sWorld) -> None:
     world.alpha.token = "rotated"
     config = discoverer_config(world)
@@ -249,6 +254,7 @@ def test_an_unreachable_api_server_fails_the_cluster(tmp_path: Path, refused_url
     assert scopes(result)[("kubernetes", "k8s", "gone")] is False
 
 
+@pytest.mark.slow
 def test_a_missing_kubeconfig_context_fails_the_cluster_with_the_reason(world: K8sWorld) -> None:
     config = discoverer_config(world)
     config["clusters"] = [{"name": "prod", "kubeconfig": str(world.alpha_kubeconfig), "context": "nope"}]
