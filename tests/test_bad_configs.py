@@ -304,7 +304,9 @@ CASES: dict[str, Case] = {
     ),
     "discoverer-without-type": Case("discoverers[2].type", "`type` is required", drop("discoverers.2.type")),
     "unknown-discoverer-type": Case(
-        "discoverers[2].type", "choose one of: mlflow, sagemaker, static", put("discoverers.2.type", "azureml")
+        "discoverers[2].type",
+        "choose one of: kubernetes, mlflow, sagemaker, static",
+        put("discoverers.2.type", "azureml"),
     ),
     "discoverers-not-a-list": Case(
         "discoverers", "must be a list of discoverers", put("discoverers", {"type": "static"})

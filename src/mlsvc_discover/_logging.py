@@ -97,7 +97,7 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO")
     # Libraries log every request at INFO (URLs, never headers); our own events say what matters.
-    for noisy in ("httpx", "httpcore", "botocore", "boto3", "urllib3", "apscheduler"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "botocore", "boto3", "urllib3", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _handler, _filter = handler, flt
     return flt

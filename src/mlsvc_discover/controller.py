@@ -269,6 +269,7 @@ class Agent:
                 report.failures.append(Failure("discover", f.item, f.reason, f.source, f.kind))
             for f in result.skipped:
                 log.info("skipped %s in %s: %s", f.item, f.source, f.reason)
+            report.notes.extend(f"{result.source}: {note}" for note in result.notes)
         all_ok = all(r.ok for r, _ in results)
 
         mapped = map_findings(findings, owner_tag=self.owner_tag)

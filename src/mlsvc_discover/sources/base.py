@@ -193,6 +193,8 @@ class DiscoveryResult:
     scopes: list[ScopeOutcome] = field(default_factory=list)
     failures: list[ItemFailure] = field(default_factory=list)
     skipped: list[ItemFailure] = field(default_factory=list)
+    # Lines for the cycle report that are neither failures nor findings (e.g. a fallback taken).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
