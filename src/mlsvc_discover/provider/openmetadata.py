@@ -3,9 +3,10 @@
 What it relies on is in ``shared/openmetadata/README.md``. Writes go through
 ``PUT /v1/services/mlmodelServices/bulk`` in batches; a server without that route answers 404
 or 405, after which the client writes one ``PUT`` per service with bounded concurrency and
-remembers the answer for the life of the process.
+remembers the answer for the life of the process. How many writes are in flight follows what the
+server shows (429/503, rising latency), within configured bounds: see ``_limiter``.
 
-Retries: connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx are retried with
+Retries: connection errors, timeouts, 429 and 503 (honouring ``Retry-After``) and 5xx are retried with
 exponential backoff and full jitter; 400, 401, 403, 404 and 409 never are. Redirects are not
 followed, so the token is only ever sent to the configured host.
 """
@@ -31,6 +32,7 @@ from mlsvc_discover._errors import (
     OpenMetadataUnavailable,
 )
 from mlsvc_discover.config import OpenMetadataConfig
+from mlsvc_discover.provider._limiter import UNPACED, AdaptiveLimit, ConcurrencyLimiter, Slot
 
 __all__ = ["SERVICES_PATH", "OpenMetadataClient", "WriteResult", "WritesStopped"]
 
@@ -128,7 +130,11 @@ class OpenMetadataClient:
             limits=limits,
             transport=transport,
         )
-        self._sem = asyncio.Semaphore(config.max_concurrency)
+        self.limiter = ConcurrencyLimiter(
+            AdaptiveLimit(
+                minimum=config.min_concurrency, maximum=config.max_concurrency, initial=config.initial_concurrency
+            )
+        )
         self.requests_sent = 0
 
     @property
@@ -156,6 +162,7 @@ class OpenMetadataClient:
         json: Any = None,
         retry: bool = True,
         ok_statuses: Sequence[int] = (),
+        slot: Slot = UNPACED,
     ) -> httpx.Response:
         attempts = 1 + (self._config.retries if retry else 0)
         delay = self._config.backoff_initial
@@ -164,12 +171,16 @@ class OpenMetadataClient:
             wait: float | None = None
             try:
                 self.requests_sent += 1
+                slot.sent()
                 response = await self._http.request(method, path, params=params, json=json)
             except httpx.TimeoutException as exc:
+                slot.answered(None, timed_out=True)
                 last = f"timed out after {self._config.timeout:g}s ({type(exc).__name__})"
             except httpx.TransportError as exc:
+                slot.answered(None)
                 last = f"connection failed ({type(exc).__name__})"
             else:
+                slot.answered(response.status_code)
                 status = response.status_code
                 if status < 300 or status in ok_statuses:
                     return response
@@ -196,13 +207,13 @@ class OpenMetadataClient:
                 if status not in _RETRY_STATUSES:
                     raise OpenMetadataRequestError(f"{method} {path}: {_error_message(response)}", status=status)
                 last = _error_message(response)
-                if status == 429:
+                if status in (429, 503):
                     wait = _retry_after(response)
             if attempt == attempts:
                 break
             pause = min(self._config.backoff_max, wait if wait is not None else random.uniform(0, delay))
             log.debug("retrying %s %s in %.2fs after %s (attempt %d/%d)", method, path, pause, last, attempt, attempts)
-            await self._sleep(pause)
+            await slot.outside(self._sleep(pause))
             delay = min(self._config.backoff_max, delay * 2)
         raise OpenMetadataUnavailable(f"{method} {path}: {last} (after {attempts} attempts)")
 
@@ -243,12 +254,12 @@ class OpenMetadataClient:
         """One PUT; None when ``stop`` (or ``halt``) was set before its turn came (nothing sent)."""
         name = str(body.get("name"))
         try:
-            async with self._sem:
+            async with self.limiter.slot() as slot:
                 # Checked once a slot is held: gather() starts every write at once, so a check
-                # before the semaphore would let every queued write through after a stop.
+                # before the limiter would let every queued write through after a stop.
                 if _stopped(stop, halt):
                     return None
-                response = await self._request("PUT", SERVICES_PATH, json=body)
+                response = await self._request("PUT", SERVICES_PATH, json=body, slot=slot)
         except OpenMetadataAuthError:
             raise
         except OpenMetadataError as exc:
@@ -277,11 +288,13 @@ class OpenMetadataClient:
         failed (5xx, reset, timeout) says nothing about it, so it leaves the question open
         instead of sending a bulk request per batch for the rest of the process.
         """
-        async with self._sem:
+        async with self.limiter.slot() as slot:
             if _stopped(stop, halt):
                 return []
             try:
-                response = await self._request("PUT", f"{SERVICES_PATH}/bulk", json=bodies, ok_statuses=(404, 405))
+                response = await self._request(
+                    "PUT", f"{SERVICES_PATH}/bulk", json=bodies, ok_statuses=(404, 405), slot=slot
+                )
             except OpenMetadataAuthError:
                 raise
             except OpenMetadataError as exc:
