@@ -23,11 +23,23 @@ limit, all sent after the previous decision, have been answered (about one round
 - **Loss** (429, 503 or a timeout of a write sent after the last decision): at once, the limit
   is halved in slow start (back to the last good round) and multiplied by 0.9 after it. Losses
   of writes sent before the last decrease are ignored: one reduction per round trip, as in TCP.
-- **Delay**: the median latency of the round's successful writes above ``tolerance`` (1.5) x the
-  baseline (the lowest latency of the last ~1,000 successful writes) counts as congestion, like
-  a loss.
+  The limit before the first decrease of a congestion episode is remembered as the *trouble
+  point*.
+- **Delay**: the lower quartile of the latencies of the round's successful writes above
+  ``tolerance`` (1.5) x the *reference* counts as congestion, like a loss. The lower quartile,
+  not the mean: the first write on each new connection (the limit just grew) pays for a TCP
+  connect, and a server's own slow writes are not congestion; when the server slows down for
+  everyone, the quartile moves with it. The reference is the lowest such quartile seen in slow
+  start, then a moving average of those of healthy rounds, so that the noise a loaded machine
+  adds to every answer is on both sides of the comparison while a server slowing down because
+  of our extra writes shows as a step. So that the reference cannot drift upwards with a slowly
+  growing queue, a quartile above ``ceiling_ratio`` (3) x the lowest latency of about the last
+  1,000 successful writes counts as congestion too. One slow round right after the limit grew,
+  or while already backing off, is enough (our extra writes are the likely cause); otherwise two
+  in a row are needed, so that a pause of the machine (which delays every answer of a round at
+  once) is not taken for a slower server.
 - **Increase**: after a healthy round in which every slot was in use, +1 (additive increase);
-  but within one of the limit at which the last congestion was seen, +1/8 per round, so the
+  but within one step (1, or one decrease) of the trouble point, +1/8 per round, so the
   limiter probes above a known trouble point once every ~8 round trips instead of every one
   (what CUBIC does with its plateau). Past that point plus one without trouble, the server has
   grown and +1 per round resumes.
@@ -46,7 +58,6 @@ waiting out ``Retry-After`` is not load on the server) and re-acquired ahead of 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -85,6 +96,8 @@ class AdaptiveLimit:
         maximum: int,
         initial: int | None = None,
         tolerance: float = 1.5,
+        ceiling_ratio: float = 3.0,
+        smoothing: float = 0.25,
         backoff: float = 0.9,
         probe_step: float = 0.125,
         idle_reset: float = 30.0,
@@ -97,6 +110,8 @@ class AdaptiveLimit:
         start = DEFAULT_INITIAL if initial is None else initial
         self.initial = float(min(maximum, max(minimum, start)))
         self.tolerance = tolerance
+        self.ceiling_ratio = ceiling_ratio
+        self.smoothing = smoothing
         self.backoff = backoff
         self.probe_step = probe_step
         self.idle_reset = idle_reset
@@ -110,6 +125,10 @@ class AdaptiveLimit:
         self.limit = self.initial
         self.slow_start = self.limit < self.maximum
         self.ceiling: float | None = None
+        self.reference: float | None = None
+        self._grew = False  # the last decision raised the number of slots
+        self._slow_rounds = 0  # consecutive rounds slower than the reference, not yet acted on
+        self._decreasing = False  # in a congestion episode (the last change was a decrease)
         self._epoch = 0
         self._round_ok: list[float] = []
         self._round_seen = 0
@@ -166,43 +185,68 @@ class AdaptiveLimit:
 
     def _decide(self) -> None:
         baseline = self.baseline
-        if self._round_ok and baseline is not None:
-            if statistics.median(self._round_ok) > self.tolerance * baseline:
+        if not self._round_ok or baseline is None:
+            self._new_round()
+            return
+        typical = _lower_quartile(self._round_ok)
+        reference = typical if self.reference is None else self.reference
+        if typical > self.tolerance * reference or typical > self.ceiling_ratio * baseline:
+            if self._grew or self._decreasing or self._slow_rounds >= 1:
                 self._decrease()
-                return
-            if self._round_full:
-                self._increase()
-                return
-        self._new_round()
+            else:
+                self._slow_rounds += 1
+                self._new_round()
+            return
+        self._slow_rounds = 0
+        if self.slow_start:
+            self.reference = min(reference, typical)
+        else:
+            self.reference = reference + self.smoothing * (typical - reference)
+        if self._round_full:
+            self._increase()
+        else:
+            self._new_round()
 
     def _decrease(self) -> None:
-        self.ceiling = self.limit
+        if not self._decreasing:
+            self.ceiling = self.limit
+        self._decreasing = True
+        self._slow_rounds = 0
         if self.slow_start:
             self.slow_start = False
             self.limit = max(float(self.minimum), self.limit / 2)
         else:
             self.limit = max(float(self.minimum), self.limit * self.backoff)
         self.decreases += 1
-        self._new_round()
+        self._new_round(grew=False)
 
     def _increase(self) -> None:
+        self._decreasing = False
+        before = self.slots
         if self.slow_start:
             self.limit = min(float(self.maximum), self.limit * 2)
             self.slow_start = self.limit < self.maximum
         else:
             if self.ceiling is not None and self.limit > self.ceiling + 1:
                 self.ceiling = None  # well past the last trouble point: the server has grown
-            near = self.ceiling is not None and self.limit + 1 > self.ceiling
+            # Within one step (1, or one decrease) of the trouble point: approach it slowly.
+            step = 1.0 if self.ceiling is None else max(1.0, self.ceiling * (1 - self.backoff))
+            near = self.ceiling is not None and self.limit >= self.ceiling - step - 1e-9
             self.limit = min(float(self.maximum), self.limit + (self.probe_step if near else 1.0))
         self.increases += 1
-        self._new_round()
+        self._new_round(grew=self.slots > before)
 
-    def _new_round(self) -> None:
+    def _new_round(self, *, grew: bool = False) -> None:
+        self._grew = grew
         self._epoch += 1
         self._round_ok = []
         self._round_seen = 0
         self._round_full = False
         self._round_size = self.slots
+
+
+def _lower_quartile(values: list[float]) -> float:
+    return sorted(values)[(len(values) - 1) // 4]
 
 
 class ConcurrencyLimiter:
@@ -238,7 +282,7 @@ class ConcurrencyLimiter:
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self._release()  # granted just as we were cancelled: hand it on
-            else:
+            elif future in self._waiters:  # a release may already have dropped the cancelled future
                 self._waiters.remove(future)
             raise
 
