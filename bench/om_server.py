@@ -273,7 +273,7 @@ class OmServer:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        return self._call(lambda: self.state.stats.to_dict())
+        return self._call(self.state.stats.to_dict)
 
     def reset(self) -> None:
         def do() -> None:
@@ -347,7 +347,8 @@ class OmServerProcess:
         self.base_url = self._ask("url")
 
     def _ask(self, command: str) -> str:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._proc.stdin.write(command + "\n")
         self._proc.stdin.flush()
         answer = self._proc.stdout.readline().strip()
