@@ -32,9 +32,10 @@ limit, all sent after the previous decision, have been answered (about one round
   everyone, the quartile moves with it. The reference is the lowest such quartile seen in slow
   start, then a moving average of those of healthy rounds, so that the noise a loaded machine
   adds to every answer is on both sides of the comparison while a server slowing down because
-  of our extra writes shows as a step. So that the reference cannot drift upwards with a slowly
-  growing queue, a quartile above ``ceiling_ratio`` (3) x the lowest latency of about the last
-  1,000 successful writes counts as congestion too. One slow round right after the limit grew,
+  of our extra writes shows as a step. So that the reference cannot drift upwards (with a slowly
+  growing queue, or from the connects of the first rounds), it never counts for more than
+  ``noise`` (1.25) x the lowest latency of about the last 1,000 successful writes: a round's
+  quartile above 1.5 x 1.25 = 1.875 x that lowest latency is congestion whatever came before. One slow round right after the limit grew,
   or while already backing off, is enough (our extra writes are the likely cause); otherwise two
   in a row are needed, so that a pause of the machine (which delays every answer of a round at
   once) is not taken for a slower server.
@@ -96,7 +97,7 @@ class AdaptiveLimit:
         maximum: int,
         initial: int | None = None,
         tolerance: float = 1.5,
-        ceiling_ratio: float = 3.0,
+        noise: float = 1.25,
         smoothing: float = 0.25,
         backoff: float = 0.9,
         probe_step: float = 0.125,
@@ -110,7 +111,7 @@ class AdaptiveLimit:
         start = DEFAULT_INITIAL if initial is None else initial
         self.initial = float(min(maximum, max(minimum, start)))
         self.tolerance = tolerance
-        self.ceiling_ratio = ceiling_ratio
+        self.noise = noise
         self.smoothing = smoothing
         self.backoff = backoff
         self.probe_step = probe_step
@@ -190,7 +191,7 @@ class AdaptiveLimit:
             return
         typical = _lower_quartile(self._round_ok)
         reference = typical if self.reference is None else self.reference
-        if typical > self.tolerance * reference or typical > self.ceiling_ratio * baseline:
+        if typical > self.tolerance * min(reference, self.noise * baseline):
             if self._grew or self._decreasing or self._slow_rounds >= 1:
                 self._decrease()
             else:
@@ -224,8 +225,10 @@ class AdaptiveLimit:
         self._decreasing = False
         before = self.slots
         if self.slow_start:
-            self.limit = min(float(self.maximum), self.limit * 2)
+            # Ends after a healthy round at the maximum: congestion right after the last doubling
+            # still goes back to the last good round.
             self.slow_start = self.limit < self.maximum
+            self.limit = min(float(self.maximum), self.limit * 2)
         else:
             if self.ceiling is not None and self.limit > self.ceiling + 1:
                 self.ceiling = None  # well past the last trouble point: the server has grown
