@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from bench.om_server import Behaviour, OmServerProcess
 from pydantic import SecretStr
@@ -108,3 +109,30 @@ def test_equal_bounds_keep_a_fixed_concurrency_whatever_the_server_shows(server:
     assert [r for r in results if not r.ok] == []
     assert set(limits) == {4.0}
     assert server.stats()["slowed"] > 0
+
+
+def test_a_503_retry_after_is_honoured_and_a_write_waiting_it_out_holds_no_slot() -> None:
+    answers = iter([httpx.Response(503, json={"code": 503, "message": "busy"}, headers={"Retry-After": "3"})])
+    slept: list[tuple[float, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, httpx.Response(201, json={}))
+
+    config = OpenMetadataConfig(host="http://om.test/api", token=SecretStr(TOKEN), use_bulk=False)
+    client: OpenMetadataClient
+
+    async def sleep(seconds: float) -> None:
+        slept.append((seconds, client.limiter.in_flight))
+
+    client = OpenMetadataClient(config, transport=httpx.MockTransport(handler), sleep=sleep)
+
+    async def main() -> list[WriteResult]:
+        try:
+            return await client.upsert(bodies(1))
+        finally:
+            await client.aclose()
+
+    results = asyncio.run(main())
+    assert [r.outcome for r in results] == ["created"]
+    assert slept == [(3.0, 0)]  # waited what the server asked, without holding a slot
+    assert client.limiter.limit.decreases == 1
