@@ -328,6 +328,10 @@ class OmServer:
                     break
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # stop() cancels idle keep-alive connections; ending quietly keeps asyncio's stream
+            # callback from logging a traceback for each one.
+            pass
         finally:
             writer.close()
 
