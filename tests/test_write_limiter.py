@@ -137,30 +137,6 @@ def test_a_single_slow_round_at_a_steady_limit_is_not_congestion_but_two_are() -
     assert limit.slots == 14
 
 
-def test_a_delay_cut_that_does_not_make_answers_faster_is_undone() -> None:
-    limit, clock = make(initial=16)
-    full_round(limit, clock, 0.05)
-    full_round(limit, clock, 0.20)
-    full_round(limit, clock, 0.20)  # two slow rounds: cut to 14
-    assert limit.slots == 14
-    full_round(limit, clock, 0.20)  # as slow with fewer writes: not ours
-    assert limit.slots == 16
-    assert limit.not_ours == 1
-    for _ in range(5):
-        full_round(limit, clock, 0.20)  # the new normal
-    assert limit.slots == 16
-    assert limit.decreases == 1
-
-
-def test_a_delay_cut_that_makes_answers_faster_stands() -> None:
-    limit, clock = make(initial=8, maximum=16)
-    full_round(limit, clock, 0.05)  # 8 -> 16
-    full_round(limit, clock, 0.10)  # slower at 16: halved to 8
-    full_round(limit, clock, 0.05)  # fast again at 8: the cut was right, growth resumes
-    assert limit.not_ours == 0
-    assert limit.slots == 9
-
-
 def test_the_reference_follows_a_server_that_gets_a_little_slower_for_good() -> None:
     limit, clock = make(initial=16)
     full_round(limit, clock, 0.05)

@@ -39,10 +39,6 @@ limit, all sent after the previous decision, have been answered (about one round
   One slow round right after the limit grew, or while already backing off, is enough (our extra
   writes are the likely cause); otherwise two in a row are needed, so that a pause of the
   machine (which delays every answer of a round at once) is not taken for a slower server.
-  A cut for delay is checked in the next round: if fewer writes did not make the quartile at
-  least 15% faster (``cure``), the delay was not ours (a client starved of CPU sees its own
-  scheduling delay as latency; a server may be slower for everyone): the cut is undone and the
-  current latency becomes the new reference and baseline.
 - **Increase**: after a healthy round in which every slot was in use, +1 (additive increase);
   but within one step (1, or one decrease) of the trouble point, +1/8 per round, so the
   limiter probes above a known trouble point once every ~8 round trips instead of every one
@@ -103,7 +99,6 @@ class AdaptiveLimit:
         tolerance: float = 1.5,
         noise: float = 1.25,
         smoothing: float = 0.25,
-        cure: float = 0.85,
         backoff: float = 0.9,
         probe_step: float = 0.125,
         idle_reset: float = 30.0,
@@ -118,14 +113,12 @@ class AdaptiveLimit:
         self.tolerance = tolerance
         self.noise = noise
         self.smoothing = smoothing
-        self.cure = cure
         self.backoff = backoff
         self.probe_step = probe_step
         self.idle_reset = idle_reset
         self._clock = clock
         self.decreases = 0
         self.increases = 0
-        self.not_ours = 0
         self._reset()
         self._last_event = clock()
 
@@ -137,7 +130,6 @@ class AdaptiveLimit:
         self._grew = False  # the last decision raised the number of slots
         self._slow_rounds = 0  # consecutive rounds slower than the reference, not yet acted on
         self._decreasing = False  # in a congestion episode (the last change was a decrease)
-        self._blame: tuple[float, float] | None = None  # (slow quartile, limit) before a delay cut
         self._epoch = 0
         self._round_ok: list[float] = []
         self._round_seen = 0
@@ -178,7 +170,6 @@ class AdaptiveLimit:
             return  # sent before the last decision: it tells about the old limit, not this one
         if signal == "drop":
             self._decrease()
-            self._blame = None
             return
         self._round_seen += 1
         if signal == "ok":
@@ -200,16 +191,9 @@ class AdaptiveLimit:
             return
         typical = _lower_quartile(self._round_ok)
         reference = typical if self.reference is None else self.reference
-        blame, self._blame = self._blame, None
         if typical > self.tolerance * min(reference, self.noise * baseline):
-            if blame is not None and typical > self.cure * blame[0]:
-                # Fewer writes did not make the answers faster: the delay is not ours (a busy
-                # host, a server slower for everyone). Its latency now is the new normal.
-                self._not_ours(typical, blame[1])
-            elif self._grew or self._decreasing or self._slow_rounds >= 1:
-                before = self.limit
+            if self._grew or self._decreasing or self._slow_rounds >= 1:
                 self._decrease()
-                self._blame = (typical, before)
             else:
                 self._slow_rounds += 1
                 self._new_round()
@@ -223,16 +207,6 @@ class AdaptiveLimit:
             self._increase()
         else:
             self._new_round()
-
-    def _not_ours(self, typical: float, limit: float) -> None:
-        self.limit = limit
-        self.reference = typical
-        self._buckets.clear()
-        self._bucket_min, self._bucket_count = typical, 1
-        self.ceiling = None
-        self._decreasing = False
-        self.not_ours += 1
-        self._new_round()
 
     def _decrease(self) -> None:
         if not self._decreasing:
