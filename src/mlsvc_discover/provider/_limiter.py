@@ -13,7 +13,7 @@ Netflix's concurrency-limits, rather than a pure gradient limiter (Gradient2). W
   trip by fixed, explainable steps, and is easy to test deterministically.
 
 The rules (``AdaptiveLimit``), one decision per *round*: a round ends when as many writes as the
-limit, all sent after the previous decision, have been answered (about one round trip).
+limit, all sent after the previous decision, have been answered (one to two round trips).
 
 - **Slow start.** The limit starts at ``initial`` (default 4) and doubles every round while the
   server is healthy, up to ``maximum``: a healthy server reaches full concurrency within a few
@@ -47,8 +47,8 @@ limit, all sent after the previous decision, have been answered (about one round
 - **Idle**: after ``idle_reset`` seconds without a write (e.g. between daemon cycles) the next
   write starts over from slow start with a fresh baseline, since the server may have changed.
 
-Other answers (2xx with latency, 4xx, other 5xx, connection errors) advance the round but carry
-no congestion signal: only successful answers time the server, so a fast error page (the 500 of
+Other answers (4xx, other 5xx, connection errors) advance the round but carry no congestion
+signal: only successful answers time the server, so a fast error page (the 500 of
 a missing bulk route) cannot pass for the server's normal latency.
 
 ``ConcurrencyLimiter`` is the asyncio side: slots held for a whole write (so a stop checked once
