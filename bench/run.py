@@ -56,6 +56,10 @@ class Sizes:
     catalog_services: int
     naive_catalog: int
     catalog_latency: float
+    writes_services: int
+    naive_writes: int
+    writes_latency: float  # of the throttling and the slowing server
+    writes_plain_latencies: tuple[float, ...]
     startup_runs: int
     cycles: int
     checkpoints: tuple[int, ...]
@@ -78,6 +82,10 @@ FULL = Sizes(
     catalog_services=5000,
     naive_catalog=500,
     catalog_latency=0.02,
+    writes_services=5000,
+    naive_writes=100,
+    writes_latency=0.1,
+    writes_plain_latencies=(0.02, 0.1),
     startup_runs=5,
     cycles=100,
     checkpoints=(1, 10, 50, 100),
@@ -99,6 +107,10 @@ QUICK = Sizes(
     catalog_services=500,
     naive_catalog=30,
     catalog_latency=0.02,
+    writes_services=300,
+    naive_writes=10,
+    writes_latency=0.1,
+    writes_plain_latencies=(0.02, 0.1),
     startup_runs=1,
     cycles=20,
     checkpoints=(1, 5, 10, 20),
@@ -475,6 +487,108 @@ def scenario_catalog(sizes: Sizes, runs: int) -> list[Row]:
     return rows
 
 
+# --- writes under load: a per-item-PUT server that throttles or slows down --------------------
+
+# What bench.om_server answers to PUT .../bulk: as every real server, 500 with the routing message
+# ("HTTP 405 Method Not Allowed"); the client learns that from one request, without retries.
+BULK_STATUS = 500
+
+
+def scenario_writes(sizes: Sizes, runs: int) -> list[Row]:
+    """n new services through per-item PUTs against servers that throttle, slow down, or are just slow."""
+    n, lat = sizes.writes_services, sizes.writes_latency
+    cases = [
+        ("429 beyond 8 at once", "throttle", {"latency": lat, "capacity": 8, "over": "throttle"}),
+        ("latency x2 beyond 8 in flight", "slow", {"latency": lat, "capacity": 8, "over": "slow"}),
+    ]
+    cases += [(f"+{p * 1000:.0f} ms/request", "plain", {"latency": p}) for p in sizes.writes_plain_latencies]
+    rows = []
+    for label, kind, how in cases:
+        behaviour = {**how, "bulk_status": BULK_STATUS}
+        latency = float(behaviour["latency"])
+        log(f"writes: naive, {sizes.naive_writes} sequential PUTs, {label}, {runs} run(s)")
+        naive = run_worker({"task": "writes-naive", "sample": sizes.naive_writes, "behaviour": behaviour, "runs": runs})
+        scaled = [sum(r["per_stratum"]["put"]) / len(r["per_stratum"]["put"]) * n for r in naive["runs"]]
+        log(f"writes: agent, {n} services, {label}, {runs} run(s)")
+        agent = run_worker(
+            {
+                "task": "writes-agent",
+                "n": n,
+                "behaviour": behaviour,
+                "runs": runs,
+                "max_concurrency": OPTIONS["om_max_concurrency"],
+            }
+        )
+        first = agent["runs"]
+        walls = [r["wall"] for r in first]
+        wall = median(walls)
+        created = min(r["outcomes"].get("created", 0) for r in first)
+        failures = max(r["failures"] for r in first)
+        writes = max(r["server"]["writes"] for r in first)
+        requests = max(r["server"]["requests"] for r in first)
+        throttled = max(r["server"]["throttled"] for r in first)
+        limit_med = median([r["limit_late_median"] for r in first])
+        lo = min(r["limit_late_range"][0] for r in first)
+        hi = max(r["limit_late_range"][1] for r in first)
+        max_conc = int(agent["setting"].split("max_concurrency=")[1].split(",")[0])
+        floor8 = n * latency / 8
+        floor_max = n * latency / max_conc
+        row = Row(
+            scenario=f"Writes: {n} new services, per-item PUT, {label}",
+            agent=wall,
+            naive=median(scaled),
+            naive_how=f"{sizes.naive_writes} PUTs measured, scaled to {n}",
+            requests=f"{writes} writes + {requests - writes} other"
+            + (f" ({throttled} x 429)" if kind == "throttle" else ""),
+            peak_rss_mb=agent["peak_rss_mb"],
+            cpu_s=median([r["cpu"] for r in first]),
+            notes=[
+                f"{agent['setting']}; created {created}/{n}; failed writes {failures}"
+                + (f" ({first[0]['failure_reasons']})" if failures else ""),
+                f"write limit in the 2nd half of the cycle: median {limit_med:.1f} (range {lo:.1f}-{hi:.1f}); "
+                f"decreases per cycle {[r['decreases'] for r in first]}",
+                f"server: mean in flight {median([r['server']['mean_in_flight'] for r in first]):.1f}, "
+                f"max {max(r['server']['max_in_flight'] for r in first)}, "
+                f"slowed {max(r['server']['slowed'] for r in first)}; "
+                f"server CPU {median([r['server']['server_cpu'] for r in first]):.1f} s per cycle",
+            ],
+            raw={"agent": agent, "naive": naive, "naive_scaled": scaled, "behaviour": behaviour},
+        )
+        ok = failures == 0 and created == n
+        if kind == "throttle":
+            row.target = f"0 failed, <= 1.25 x floor(8) = {fmt_s(1.25 * floor8)}"
+            row.passed = ok and wall <= 1.25 * floor8
+            row.notes.append(f"floor of 8-way {fmt_s(floor8)}: wall = {wall / floor8:.2f} x floor")
+        elif kind == "slow":
+            row.target = "0 failed, limit settles at 6-11"
+            row.passed = ok and 6 <= limit_med <= 11
+            row.notes.append(f"floor of 8-way {fmt_s(floor8)}: wall = {wall / floor8:.2f} x floor")
+        else:
+            row.target = f">= 90% of floor({max_conc}) = {fmt_s(floor_max)}"
+            row.passed = ok and floor_max / wall >= 0.9
+            row.notes.append(f"floor of {max_conc}-way {fmt_s(floor_max)}: {floor_max / wall:.0%} of floor reached")
+        rows.append(row)
+
+        second = [r["second"] for r in first]
+        s_writes = max(r["server"]["writes"] for r in second)
+        s_lists = max(r["server"]["list"] for r in second)
+        expected_lists = math.ceil(n / 1000)
+        row2 = Row(
+            scenario=f"Writes: unchanged 2nd cycle ({label})",
+            agent=median([r["wall"] for r in second]),
+            naive=median(scaled),
+            naive_how="naive re-PUTs every service each cycle",
+            requests=f"{s_writes} writes + {s_lists} list",
+            peak_rss_mb=agent["peak_rss_mb"],
+            cpu_s=median([r["cpu"] for r in second]),
+            target=f"0 writes, {expected_lists} list calls",
+            notes=[f"unchanged {min(r['outcomes'].get('unchanged', 0) for r in second)}/{n}"],
+        )
+        row2.passed = s_writes == 0 and s_lists == expected_lists
+        rows.append(row2)
+    return rows
+
+
 # --- whole agent -----------------------------------------------------------------------------
 
 
@@ -628,8 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write every raw number to this file")
     parser.add_argument(
         "--only",
-        default="mlflow,aws,aws-org,catalog,startup,rss",
-        help="comma-separated scenarios to run (mlflow, aws, aws-org, catalog, startup, rss); default all",
+        default="mlflow,aws,aws-org,catalog,writes,startup,rss",
+        help="comma-separated scenarios to run (mlflow, aws, aws-org, catalog, writes, startup, rss); default all",
     )
     parser.add_argument("--mlflow-max-concurrency", type=int, help="override the mlflow discoverer's max_concurrency")
     parser.add_argument("--om-max-concurrency", type=int, help="override openmetadata.max_concurrency")
@@ -657,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += scenario_aws_org(sizes, runs, workdir)
         if "catalog" in only:
             rows += scenario_catalog(sizes, runs)
+        if "writes" in only:
+            rows += scenario_writes(sizes, runs)
         if "rss" in only:
             rows += scenario_long_running(sizes)
     elapsed = time.monotonic() - started

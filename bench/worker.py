@@ -408,6 +408,108 @@ def catalog_naive(task: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs}
 
 
+# --- writes against a per-item-PUT server under load -----------------------------------------
+
+
+def writes_agent(task: dict[str, Any]) -> dict[str, Any]:
+    """Cycle 1 writes n new services into an empty ``bench.om_server``; cycle 2 changes nothing.
+
+    The write limit is sampled every 20 ms from the agent's client while cycle 1 runs.
+    """
+    from bench.om_server import Behaviour, OmServerProcess
+    from mlsvc_discover.config import parse_config
+    from mlsvc_discover.controller import Agent
+
+    server = OmServerProcess(Behaviour(**task["behaviour"]), token=TOKEN)
+    runs = []
+    try:
+        base = parse_config(_catalog_config(task, server.base_url), env={})
+        om = base.openmetadata
+        setting = (
+            f"max_concurrency={om.max_concurrency}, min_concurrency={om.min_concurrency}, "
+            f"initial_concurrency={om.initial_concurrency or 'default'}, retries={om.retries}"
+        )
+        for _ in range(task["runs"]):
+            url = server.fresh()
+            config = base.model_copy(update={"openmetadata": om.model_copy(update={"host": url})})
+            agent = Agent(config)
+
+            async def both(agent: Agent = agent) -> list[dict[str, Any]]:
+                out = []
+                client = agent.client
+                assert client is not None
+                limits: list[float] = []
+
+                async def sample() -> None:
+                    while True:
+                        limits.append(client.limiter.limit.limit)
+                        await asyncio.sleep(0.02)
+
+                try:
+                    for cycle in (1, 2):
+                        server.reset()
+                        server0 = server.stats()["server_cpu"]
+                        sampler = asyncio.create_task(sample()) if cycle == 1 else None
+                        cpu0, t0 = _cpu(), time.perf_counter()
+                        report = await agent.run_once()
+                        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+                        if sampler is not None:
+                            sampler.cancel()
+                        seen = server.stats()
+                        seen["server_cpu"] -= server0
+                        late = sorted(limits[len(limits) // 2 :]) or [0.0]
+                        out.append(
+                            {
+                                "wall": wall,
+                                "cpu": cpu,
+                                "outcomes": dict(report.outcomes),
+                                "failures": len(report.failures),
+                                "failure_reasons": sorted({f.reason for f in report.failures})[:3],
+                                "fatal": report.fatal,
+                                "server": seen,
+                                "limit_late_median": late[len(late) // 2] if cycle == 1 else None,
+                                "limit_late_range": [late[0], late[-1]] if cycle == 1 else None,
+                                "decreases": client.limiter.limit.decreases,
+                            }
+                        )
+                finally:
+                    await agent.aclose()
+                return out
+
+            first, second = asyncio.run(both())
+            runs.append({**first, "second": second})
+    finally:
+        server.stop()
+    return {"runs": runs, "setting": setting}
+
+
+def writes_naive(task: dict[str, Any]) -> dict[str, Any]:
+    """The naive script (one PUT after another) against the same kind of server."""
+    from bench.naive import naive_put
+    from bench.om_server import Behaviour, OmServerProcess
+
+    bodies = catalog_bodies(task["sample"])
+    server = OmServerProcess(Behaviour(**task["behaviour"]), token=TOKEN)
+    runs = []
+    try:
+        for _ in range(task["runs"]):
+            url = server.fresh()
+            timing, wall, cpu = _timed(lambda url=url: naive_put(url, TOKEN, bodies))
+            runs.append(
+                {
+                    "wall": wall,
+                    "cpu": cpu,
+                    "per_stratum": timing.seconds,
+                    "findings": timing.found,
+                    "failures": timing.failed,
+                    "server": server.stats(),
+                }
+            )
+    finally:
+        server.stop()
+    return {"runs": runs}
+
+
 # --- a long-running agent --------------------------------------------------------------------
 
 
@@ -476,6 +578,8 @@ TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aws-org-agent": aws_org_agent,
     "catalog-agent": catalog_agent,
     "catalog-naive": catalog_naive,
+    "writes-agent": writes_agent,
+    "writes-naive": writes_naive,
     "long-running": long_running,
 }
 

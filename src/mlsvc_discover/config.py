@@ -66,7 +66,24 @@ class OpenMetadataConfig(StrictModel):
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Services per bulk request.")
     page_size: int = Field(default=1000, ge=1, le=1_000_000, description="Services per list request.")
     max_concurrency: int = Field(
-        default=16, ge=1, le=256, description="Concurrent writes (bulk batches or per-item PUTs)."
+        default=16,
+        ge=1,
+        le=256,
+        description="Most concurrent writes (bulk batches or per-item PUTs); the upper bound of the adaptive limit.",
+    )
+    min_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Fewest concurrent writes the adaptive limit goes down to under 429/503 or rising latency; "
+        "equal to `max_concurrency` for a fixed concurrency.",
+    )
+    initial_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Concurrent writes at the start (slow start doubles it each healthy round trip); "
+        "unset: 4, kept within the bounds.",
     )
     retries: int = Field(default=4, ge=0, le=20, description="Retries of a retryable failure (5xx, 429, timeout).")
     backoff_initial: Duration = Field(
@@ -96,6 +113,15 @@ class OpenMetadataConfig(StrictModel):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError(f"{value!r} is not an http(s) URL; write e.g. http://openmetadata:8585/api")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _concurrency_bounds(self) -> OpenMetadataConfig:
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError(
+                f"min_concurrency ({self.min_concurrency}) is above max_concurrency ({self.max_concurrency}); "
+                "set min_concurrency <= max_concurrency (equal for a fixed concurrency)"
+            )
+        return self
 
 
 class ScheduleConfig(StrictModel):

@@ -3,15 +3,16 @@
 The API it relies on is summarised in the README ("Connecting to OpenMetadata"). Writes try
 ``PUT /v1/services/mlmodelServices/bulk`` once per process: no released server has that route
 (it answers 500 "HTTP 405 Method Not Allowed", 405 or 404), and such an answer is final at
-once, without retries; from then on every service is written by its own ``PUT`` with bounded
-concurrency (``self._sem``: the one place that limits concurrent writes).
+once, without retries; from then on every service is written by its own ``PUT``. How many
+writes are in flight follows what the server shows (429/503, rising latency), within configured
+bounds: ``self.limiter`` (see :mod:`._limiter`) is the one place that limits concurrent writes.
 
 Every attempt has a total deadline (``openmetadata.timeout``: connecting, sending and reading
 the whole answer) and a bounded answer (``max_response_bytes``); listings detect cursors that
 repeat and cap their page count. An answer of a shape the agent cannot read raises
 :class:`OpenMetadataBadAnswer` ("OpenMetadata answered something unexpected: <where>").
 
-Retries: connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx are retried with
+Retries: connection errors, timeouts, 429 and 503 (honouring ``Retry-After``) and 5xx are retried with
 exponential backoff and full jitter; 400, 401, 403, 404 and 409 never are. Redirects are not
 followed, so the token is only ever sent to the configured host.
 """
@@ -40,6 +41,7 @@ from mlsvc_discover._errors import (
     OpenMetadataUnavailable,
 )
 from mlsvc_discover.config import OpenMetadataConfig
+from mlsvc_discover.openmetadata._limiter import UNPACED, AdaptiveLimit, ConcurrencyLimiter, Slot
 
 __all__ = ["SERVICES_PATH", "OpenMetadataClient", "WriteResult", "WritesStopped", "is_no_route", "unexpected"]
 
@@ -172,7 +174,11 @@ class OpenMetadataClient:
             limits=limits,
             transport=transport,
         )
-        self._sem = asyncio.Semaphore(config.max_concurrency)
+        self.limiter = ConcurrencyLimiter(
+            AdaptiveLimit(
+                minimum=config.min_concurrency, maximum=config.max_concurrency, initial=config.initial_concurrency
+            )
+        )
         self.requests_sent = 0
 
     @property
@@ -230,6 +236,7 @@ class OpenMetadataClient:
         retry: bool = True,
         ok_statuses: Sequence[int] = (),
         final: Callable[[httpx.Response], bool] | None = None,
+        slot: Slot = UNPACED,
     ) -> httpx.Response:
         """Send with retries; ``final`` marks answers returned as they are (never retried)."""
         attempts = 1 + (self._config.retries if retry else 0)
@@ -239,19 +246,24 @@ class OpenMetadataClient:
             wait: float | None = None
             try:
                 self.requests_sent += 1
+                slot.sent()
                 response = await self._send(method, path, params, json)
             except _TooLarge:
+                slot.answered(None)
                 raise unexpected(
                     f"{method} {path}: an answer larger than openmetadata.max_response_bytes "
                     f"({self._config.max_response_bytes} bytes)"
                 ) from None
             except (TimeoutError, httpx.TimeoutException) as exc:
+                slot.answered(None, timed_out=True)
                 last = (
                     f"timed out after {self._config.timeout:g}s, the whole answer not received ({type(exc).__name__})"
                 )
             except httpx.TransportError as exc:
+                slot.answered(None)
                 last = f"connection failed ({type(exc).__name__})"
             else:
+                slot.answered(response.status_code)
                 status = response.status_code
                 if status < 300 or status in ok_statuses or (final is not None and final(response)):
                     return response
@@ -278,13 +290,13 @@ class OpenMetadataClient:
                 if status not in _RETRY_STATUSES:
                     raise OpenMetadataRequestError(f"{method} {path}: {_error_message(response)}", status=status)
                 last = _error_message(response)
-                if status == 429:
+                if status in (429, 503):
                     wait = _retry_after(response)
             if attempt == attempts:
                 break
             pause = min(self._config.backoff_max, wait if wait is not None else random.uniform(0, delay))
             log.debug("retrying %s %s in %.2fs after %s (attempt %d/%d)", method, path, pause, last, attempt, attempts)
-            await self._sleep(pause)
+            await slot.outside(self._sleep(pause))
             delay = min(self._config.backoff_max, delay * 2)
         raise OpenMetadataUnavailable(f"{method} {path}: {last} (after {attempts} attempts)")
 
@@ -420,12 +432,12 @@ class OpenMetadataClient:
         """One PUT; None when ``stop`` (or ``halt``) was set before its turn came (nothing sent)."""
         name = str(body.get("name"))
         try:
-            async with self._sem:
+            async with self.limiter.slot() as slot:
                 # Checked once a slot is held: gather() starts every write at once, so a check
-                # before the semaphore would let every queued write through after a stop.
+                # before the limiter would let every queued write through after a stop.
                 if _stopped(stop, halt):
                     return None
-                response = await self._request("PUT", SERVICES_PATH, json=body)
+                response = await self._request("PUT", SERVICES_PATH, json=body, slot=slot)
         except OpenMetadataAuthError:
             raise
         except OpenMetadataError as exc:
@@ -460,7 +472,7 @@ class OpenMetadataClient:
         failed (5xx, reset, timeout) says nothing about it, so it leaves the question open
         instead of sending a bulk request per batch for the rest of the process.
         """
-        async with self._sem:
+        async with self.limiter.slot() as slot:
             if _stopped(stop, halt):
                 return []
             try:
@@ -469,6 +481,7 @@ class OpenMetadataClient:
                     f"{SERVICES_PATH}/bulk",
                     json=bodies,
                     final=is_no_route if self._bulk_supported is None else None,
+                    slot=slot,
                 )
             except OpenMetadataAuthError:
                 raise
