@@ -99,7 +99,9 @@ def running_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningA
         )
         # A service this agent registered earlier and nobody finds any more: a pending delete.
         standin.put_entity(_owned_request("mlflow-retired"))
-        standin.fail_items({"static-refused": (403, "Principal ingestion-bot is not allowed to edit")})
+        # A 404 for a reference the request names fails only that service (a 403 on a per-item
+        # PUT would stop every write of the cycle: the token is refused).
+        standin.fail_items({"static-refused": (404, "domain instance for Finance not found")})
         port = free_port()
         host, mlflow_port = fake.url.removeprefix("http://").split(":")
         config = {
@@ -207,7 +209,7 @@ def test_the_page_shows_a_real_cycle_of_the_running_agent_with_its_conflict_fail
     assert "exists without this agent's tag" in taken
     refused = _row_of(chrome, "static-refused")
     assert "failed" in refused
-    assert "403" in refused
+    assert "404" in refused
     retired = _row_of(chrome, "mlflow-retired")
     assert "delete pending" in retired
     # The mlflow discoverer failed for one URI, so nobody can tell where this one went: kept, count held.
@@ -220,7 +222,7 @@ def test_the_page_shows_a_real_cycle_of_the_running_agent_with_its_conflict_fail
 
     failures = [r.text for r in _rows(chrome, "failures")]
     assert any(running_agent.refused_url in f and "connection refused" in f for f in failures), failures
-    assert any("static-refused" in f and "http_403" in f for f in failures), failures
+    assert any("static-refused" in f and "http_404" in f for f in failures), failures
 
     scopes = "\n".join(r.text for r in _rows(chrome, "scopes"))
     assert "static" in scopes
