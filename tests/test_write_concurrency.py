@@ -9,6 +9,7 @@ the machine running the suite is shared; speed is measured by ``python -m bench.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 from collections.abc import Iterator
 from typing import Any
@@ -116,7 +117,9 @@ def test_a_503_retry_after_is_honoured_and_a_write_waiting_it_out_holds_no_slot(
     slept: list[tuple[float, int]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return next(answers, httpx.Response(201, json={}))
+        # The created entity: the client checks that a PUT's answer is the service it sent.
+        created = {"id": "00000000-0000-0000-0000-000000000001", **json.loads(request.content)}
+        return next(answers, httpx.Response(201, json=created))
 
     config = OpenMetadataConfig(host="http://om.test/api", token=SecretStr(TOKEN), use_bulk=False)
     client: OpenMetadataClient
