@@ -295,6 +295,27 @@ def test_an_old_server_is_refused_once_with_its_version_and_nothing_read_or_writ
         standin.stop()
 
 
+def test_the_long_running_agent_refuses_an_old_server_once_at_start_and_exits_1(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mlsvc_discover.daemon import serve
+
+    standin = make_standin(server_version="1.7.4")
+    raw = {**raw_config(standin, [sklearn("a")]), "schedule": {"interval": "200ms"}, "server": {"enabled": False}}
+    try:
+        # Without the refusal this would cycle until the timeout, logging the same fatal each time.
+        code = asyncio.run(asyncio.wait_for(serve(parse_config(raw, env={}), stop=asyncio.Event()), 30))
+        assert code == 1
+        stopping = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping: ")]
+        assert len(stopping) == 1
+        assert "OpenMetadata 1.7.4 is not supported" in stopping[0]
+        assert standin.count("GET", r"/system/version") == 1
+        assert standin.count("GET", SERVICES) == 0
+        assert standin.writes() == []
+    finally:
+        standin.stop()
+
+
 def test_a_1_8_server_is_supported() -> None:
     standin = make_standin(server_version="1.8.0")
     try:

@@ -160,6 +160,7 @@ class Daemon:
         )
         self.started = asyncio.Event()
         self.cycles = 0
+        self.exit_code = EXIT_OK  # what run() returns once stopped
         self.skipped = 0
         self._on_cycle = on_cycle
         self._stop = asyncio.Event()
@@ -237,7 +238,7 @@ class Daemon:
             if self.server is not None:
                 self.server.close()
         log.info("agent %s stopped", self.config.owner_id)
-        return EXIT_OK
+        return self.exit_code
 
     def force_stop(self) -> None:
         """Cancel the cycle in flight now instead of waiting out the grace period."""
@@ -380,6 +381,12 @@ class Daemon:
         if self.status is not None:
             self.status.record(report, cycle=number, success=ok and not crashed)
         self._log_report(number, report, ok)
+        if report.fatal_kind == "openmetadata_version":
+            # Nothing a later cycle can change: refuse the server once, here, instead of logging
+            # the same fatal line every cycle; the orchestrator shows the exit and the reason.
+            log.error("stopping: %s", self._redact(report.fatal or "unsupported OpenMetadata version"))
+            self.exit_code = EXIT_CANNOT_SERVE
+            self._stop.set()
         if self._on_cycle is not None:
             try:
                 result = self._on_cycle(report)
