@@ -237,7 +237,8 @@ def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
 def aws_org_seed(task: dict[str, Any]) -> dict[str, Any]:
     """An organization of ``n`` member accounts in moto, with models and managed MLflow in some pairs."""
     import boto3
-    from tests.support.aws_fake import control
+
+    from testing.aws_fake import control
 
     endpoint = task["endpoint"]
     base = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")

@@ -25,7 +25,7 @@ import pytest
 
 from mlsvc_discover.sources.base import DiscoveryResult
 from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
-from tests.support.mlflow_fixtures import TlsMaterial
+from testing.mlflow_fixtures import TlsMaterial
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.mlflow_fixtures import FakeServer, mlflow_like, status
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, mlflow_like, status
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -32,9 +32,9 @@ from mlsvc_discover.config import AgentConfig, ScheduleConfig, parse_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import DEFAULT_INTERVAL, Daemon, build_trigger, crontab_weekdays, serve
 from mlsvc_discover.report import Report
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, mlflow_like
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, MlflowServer, mlflow_like
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
 
 OWNER_TAG = "mlsvc-discover.daemon-test"
 CLI = Path(sys.executable).parent / "mlsvc-discover"

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.mlflow_fixtures import MlflowServer
-from tests.support.moto_fixtures import AwsWorld
-from tests.support.om_fixtures import schema_validator
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import MlflowServer
+from testing.moto_fixtures import AwsWorld
+from testing.om_fixtures import schema_validator
+from testing.openmetadata import OpenMetadataStandIn
 
 MLFLOW_PASSWORD_ENV = "E2E_MLFLOW_PASSWORD"
 OWNER_TAG = "mlsvc-discover.e2e"

@@ -35,8 +35,8 @@ from mlsvc_discover.config import AgentConfig, parse_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import serve
 from mlsvc_discover.report import Report
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal, RecordedRequest
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal, RecordedRequest
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,9 +21,9 @@ from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.metrics import WRITE_OUTCOMES, Metrics, fatal_kind, succeeded
 from mlsvc_discover.report import DiscovererStats, Failure, Report
 from mlsvc_discover.server import HealthServer, Readiness, parse_address
-from tests.support.mlflow_fixtures import FakeServer, mlflow_like
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal
+from testing.mlflow_fixtures import FakeServer, mlflow_like
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal
 from tests.test_daemon import drive, http_get, make_config, svc_name, write_uris
 
 

@@ -17,9 +17,9 @@ from mlsvc_discover.k8s.endpoints import EndpointError, choose_endpoint, ingress
 from mlsvc_discover.k8s.selectors import parse_selector
 from mlsvc_discover.sources.base import DiscoveryResult
 from mlsvc_discover.sources.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
-from tests.support.fake_k8s import FakeCluster, fail, ingress, service, stall
-from tests.support.k8s_world import COMMUNITY, K8sWorld, build_world, discoverer_config
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
+from testing.fake_k8s import FakeCluster, fail, ingress, service, stall
+from testing.k8s_world import COMMUNITY, K8sWorld, build_world, discoverer_config
+from testing.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
 
 
 @pytest.fixture

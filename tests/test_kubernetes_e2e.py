@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.k8s_world import K8sWorld, build_world
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.k8s_world import K8sWorld, build_world
+from testing.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
+from testing.openmetadata import OpenMetadataStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "kubernetes.example.yaml"

@@ -23,10 +23,10 @@ import yaml
 
 from mlsvc_discover._progress import ProgressLine, wanted
 from mlsvc_discover.sources.base import Progress
-from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like
-from tests.support.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like
+from testing.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
 
 CLI = Path(sys.executable).parent / "mlsvc-discover"
 PROGRESS = re.compile(r"discovering: ")

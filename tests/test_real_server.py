@@ -21,8 +21,8 @@ from mlsvc_discover.config import parse_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import succeeded
 from mlsvc_discover.report import Report
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal
 
 MARKER = "mlsvc-discover.real"
 SERVICES = r"/mlmodelServices$"

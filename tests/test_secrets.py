@@ -33,9 +33,9 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like, redirect, status
-from tests.support.moto_fixtures import ACCOUNT_A, DEFAULT_ACCOUNT, AwsWorld, MotoServer, seed_models
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal
+from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like, redirect, status
+from testing.moto_fixtures import ACCOUNT_A, DEFAULT_ACCOUNT, AwsWorld, MotoServer, seed_models
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal
 
 pytestmark = pytest.mark.timeout(120)
 

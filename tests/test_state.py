@@ -24,8 +24,8 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.metrics import Metrics
 from mlsvc_discover.state import DeleteState, StateFile
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
 
 CLI = Path(sys.executable).parent / "mlsvc-discover"
 OWNER_TAG = "mlsvc-discover.state-test"

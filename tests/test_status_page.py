@@ -38,9 +38,9 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Readiness
 from mlsvc_discover.status import StatusBoard
-from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like
-from tests.support.om_fixtures import OM_TOKEN, make_standin
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like
+from testing.om_fixtures import OM_TOKEN, make_standin
+from testing.openmetadata import OpenMetadataStandIn
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Every wait has a bound: remotes that trickle or never answer cannot wedge, hide or outlive the agent.
 
 Each case runs the installed CLI as a real process against hostile loopback servers
-(``tests/support/hostile.py``): an AWS endpoint (the sagemaker discoverer's ``endpoint_url``)
+(``testing/hostile.py``): an AWS endpoint (the sagemaker discoverer's ``endpoint_url``)
 or an OpenMetadata that sends one byte per second or never answers. The per-call bounds of the
 AWS and OpenMetadata clients are deliberately configured huge here (``read_timeout: 1h``,
 ``timeout: 1h``), so what ends each run is the outer bound under test: the cycle deadline, or a
@@ -30,9 +30,9 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import Liveness
-from tests.support.hostile import HostileServer, Mode
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn
+from testing.hostile import HostileServer, Mode
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import FaultRule, OpenMetadataStandIn
 
 CLI = Path(sys.executable).parent / "mlsvc-discover"
 # Everything the process may take beyond the bound under test: start-up (imports, boto3),

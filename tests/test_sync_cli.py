@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.openmetadata import OpenMetadataStandIn
 
 
 def run(capsys: pytest.CaptureFixture[str], path: Path, *flags: str) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.fake_k8s import FakeCluster, ingress, service
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial
+from testing.fake_k8s import FakeCluster, ingress, service
+from testing.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial
 
 COMMUNITY = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "mlflow", "app": "mlflow"}
 BITNAMI = {

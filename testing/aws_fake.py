@@ -1,6 +1,6 @@
 """moto's server app with what moto lacks in front of it: SageMaker's managed MLflow, refused roles, faults.
 
-``python -m tests.support.aws_fake --port N`` serves one loopback HTTP server: every request
+``python -m testing.aws_fake --port N`` serves one loopback HTTP server: every request
 goes to moto's own server app (the one ``moto_server`` runs) except
 
 - SageMaker's MLflow calls (``X-Amz-Target: SageMaker.ListMlflowTrackingServers`` and the

@@ -1,6 +1,6 @@
 """Ingestion pipeline routes of the OpenMetadata stand-in (``/api/v1/services/ingestionPipelines``).
 
-Plugged into :class:`tests.support.om_standin.OpenMetadataStandIn` by two hooks: its dispatch
+Plugged into :class:`testing.openmetadata.OpenMetadataStandIn` by two hooks: its dispatch
 hands every path under the pipelines route to :meth:`PipelineRoutes.dispatch`, and its service
 delete asks :meth:`PipelineRoutes.blocks_delete` (a service with a non-deleted pipeline is
 "not empty") and tells :meth:`PipelineRoutes.service_deleted` when a service goes. The contract
@@ -24,7 +24,7 @@ is ``docs/openmetadata-contract.md`` (Ingestion pipelines), read from upstream's
   ``DELETE /{id}?hardDelete=`` and ``DELETE /name/{fqn}``.
 
 Every request body is validated against the 2.0.7 ``CreateIngestionPipelineRequest`` schema and
-every pipeline in a response against ``IngestionPipeline`` (copies in ``tests/support/schemas``).
+every pipeline in a response against ``IngestionPipeline`` (copies in ``testing/openmetadata/schemas``).
 Each pipeline it answers with carries ``openMetadataServerConnection`` with the ingestion bot's
 JWT (``bot_jwt``), as upstream does. Options: ``client`` (``"airflow"``, ``"none"``: no pipeline
 service client, ``"unreachable"``) and ``deploy_error``. ``deploys``, ``redeploys`` and
@@ -45,7 +45,7 @@ from urllib.parse import unquote
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from tests.support.om_standin import (
+from testing.openmetadata._common import (
     INVALID_FORMAT,
     Principal,
     _ApiError,
@@ -56,14 +56,12 @@ from tests.support.om_standin import (
     _InternalError,
     _now_ms,
     _Reply,
-    _request_error_message,
-    _schema_problem,
-    _Validator,
     fqn_of,
 )
+from testing.openmetadata.schemas import _request_error_message, _schema_problem, _Validator
 
 if TYPE_CHECKING:
-    from tests.support.om_standin import OpenMetadataStandIn
+    from testing.openmetadata.server import OpenMetadataStandIn
 
 __all__ = ["PIPELINES_PATH", "SCHEMAS", "PipelineRoutes", "pipeline_validator"]
 
@@ -97,7 +95,7 @@ Entity = dict[str, Any]
 
 @cache
 def pipeline_validator(name: str) -> Any:
-    """Validator of ``tests/support/schemas/<name>.schema.json`` (refs resolved, not inlined)."""
+    """Validator of ``testing/openmetadata/schemas/<name>.schema.json`` (refs resolved, not inlined)."""
     schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8"))
     return _Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
