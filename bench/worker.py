@@ -12,6 +12,7 @@ the naive worker, so neither is charged for Python loading modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import resource
 import sys
@@ -90,7 +91,11 @@ def _dry_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
     out = []
     for _ in range(runs):
         agent = Agent(config)  # built before the timer starts, as a process would before its cycle
-        out.append(_timed(lambda agent=agent: asyncio.run(cycle(agent))))
+
+        def one_cycle(agent: Agent = agent) -> Any:
+            return asyncio.run(cycle(agent))
+
+        out.append(_timed(one_cycle))
     return out
 
 
@@ -393,7 +398,7 @@ def catalog_naive(task: dict[str, Any]) -> dict[str, Any]:
     try:
         for _ in range(task["runs"]):
             url = standin.fresh()
-            timing, wall, cpu = _timed(lambda url=url: naive_put(url, TOKEN, bodies))
+            timing, wall, cpu = _timed(functools.partial(naive_put, url, TOKEN, bodies))
             runs.append(
                 {
                     "wall": wall,
@@ -495,7 +500,7 @@ def writes_naive(task: dict[str, Any]) -> dict[str, Any]:
     try:
         for _ in range(task["runs"]):
             url = server.fresh()
-            timing, wall, cpu = _timed(lambda url=url: naive_put(url, TOKEN, bodies))
+            timing, wall, cpu = _timed(functools.partial(naive_put, url, TOKEN, bodies))
             runs.append(
                 {
                     "wall": wall,

@@ -358,7 +358,8 @@ class AwsFake:
         from moto.iam.models import iam_backends
 
         arn = (form.get("RoleArn") or [""])[0]
-        external_id = (form.get("ExternalId") or [None])[0]
+        external_ids = form.get("ExternalId")
+        external_id = external_ids[0] if external_ids else None
         parts = arn.split(":")
         denied = (
             f"User: arn:aws:iam::{caller}:user/caller is not authorized to perform: sts:AssumeRole on resource: {arn}"

@@ -206,6 +206,7 @@ def pod_of(obj: dict[str, Any]) -> dict[str, Any]:
 
 def check_container_basics(pod: dict[str, Any], config: AgentConfig, config_map_name: str) -> dict[str, Any]:
     """What the Deployment and the CronJob share; returns the container."""
+    container: dict[str, Any]
     (container,) = pod["containers"]
     args = _parser().parse_args(container["args"])
     assert args.command == "discover"

@@ -16,6 +16,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ PROGRESS = re.compile(r"discovering: ")
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, om_standin: OpenMetadataStandIn) -> Path:
+def config_file(tmp_path: Path, om_standin: OpenMetadataStandIn) -> Iterator[Path]:
     servers = [FakeServer(mlflow_like()) for _ in range(3)]
     refused = f"http://127.0.0.1:{free_port()}"
     raw = {

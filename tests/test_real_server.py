@@ -158,6 +158,7 @@ def test_a_token_that_may_not_create_the_tag_gets_one_clear_message_with_the_com
         assert MARKER in report.fatal
         assert report.fatal_kind == "openmetadata_auth"
         assert not succeeded(report)
+    assert first.fatal is not None
     assert "curl -X PUT" in first.fatal
     assert "/v1/classifications" in first.fatal
     assert "/v1/tags" in first.fatal

@@ -59,6 +59,7 @@ Run it by hand for demos::
 
 from testing.openmetadata._common import (
     API_PREFIX,
+    NAME_PATTERN_MESSAGE,
     SECRET_MASK,
     SERVICES_PATH,
     Principal,
@@ -72,6 +73,7 @@ from testing.openmetadata.server import OpenMetadataStandIn
 
 __all__ = [
     "API_PREFIX",
+    "NAME_PATTERN_MESSAGE",
     "PIPELINES_PATH",
     "SCHEMA_DIR",
     "SECRET_MASK",

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from http.server import ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -232,6 +233,21 @@ class StandInBase:
     _stopping: threading.Event
     _validated: set[str]
     _validated_lock: threading.Lock
+    _server: ThreadingHTTPServer | None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("stand-in not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no ``/api``)."""
+        if self._server is None:
+            raise RuntimeError("stand-in not started")
+        host = str(self._server.server_address[0])
+        return f"http://{host}:{self.port}"
 
     def _authorize(self, principal: Principal, operation: str) -> None:
         if not principal.allowed:

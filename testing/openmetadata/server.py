@@ -135,20 +135,6 @@ class OpenMetadataStandIn(ServicesMixin, FaultsMixin):
         self.stop()
 
     @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no ``/api``)."""
-        if self._server is None:
-            raise RuntimeError("stand-in not started")
-        host = str(self._server.server_address[0])
-        return f"http://{host}:{self.port}"
-
-    @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/api``: what the client is configured with."""
         return f"{self.url}{API_PREFIX}"
