@@ -11,4 +11,5 @@ pytest_plugins = [
     "testing.mlflow_fixtures",
     "testing.moto_fixtures",
     "testing.browser",
+    "testing.k8s_world",
 ]

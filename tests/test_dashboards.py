@@ -25,7 +25,7 @@ from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.report import Report
 from testing.om_fixtures import OM_TOKEN
 from testing.openmetadata import OpenMetadataStandIn
-from tests.test_daemon import drive, http_get
+from tests.helpers import drive, http_get
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "config" / "prometheus" / "mlsvc-discover-rules.yaml"

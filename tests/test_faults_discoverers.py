@@ -49,6 +49,7 @@ from testing.moto_fixtures import (
 )
 from testing.om_fixtures import OM_TOKEN
 from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import write_uris
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -377,12 +378,6 @@ class Switchable:
 
     def __call__(self, req: BaseHTTPRequestHandler) -> None:
         self.handler(req)
-
-
-def write_uris(path: Path, *urls: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{u}\n" for u in urls), encoding="utf-8")
-    tmp.replace(path)
 
 
 @pytest.mark.parametrize("agent", ["long-running", "fresh-per-cycle-with-state-file"])

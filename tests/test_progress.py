@@ -14,7 +14,6 @@ import os
 import re
 import select
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +27,8 @@ from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like
 from testing.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
 from testing.om_fixtures import OM_TOKEN
 from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import CLI
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 PROGRESS = re.compile(r"discovering: ")
 
 
