@@ -216,7 +216,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ),
-                cwd=Path(__file__).resolve().parents[2],
+                cwd=Path(__file__).resolve().parents[1],
             )
         try:
             _wait_until_up(url, process, log)

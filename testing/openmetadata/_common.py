@@ -23,50 +23,24 @@ if TYPE_CHECKING:
 
 
 API_PREFIX = "/api"
-
-
 SERVICES_PATH = "/api/v1/services/mlmodelServices"
-
-
 VERSION_PATH = "/api/v1/system/version"
-
-
-PIPELINES_PATH = "/api/v1/services/ingestionPipelines"  # routes in om_pipelines.py
-
-
+PIPELINES_PATH = "/api/v1/services/ingestionPipelines"  # routes in pipelines.py
 SECRET_MASK = "*********"
-
-
 NAME_PATTERN_MESSAGE = '[name must match "^((?!::).)*$"]'
-
-
 INVALID_FORMAT = "Invalid request format"
-
-
 # What upstream answers to ``PUT .../bulk``: Jersey's 405 wrapped by the catch-all exception mapper.
 NO_ROUTE_MESSAGE = "An exception with message [HTTP 405 Method Not Allowed] was thrown while processing request."
-
-
 MAX_LIMIT = 1_000_000
-
-
 DEFAULT_LIMIT = 10
-
-
 # Keys only shown when named in ``fields``; the set upstream's MlModelServiceResource accepts.
 OPTIONAL_FIELDS = ("owners", "tags", "domains", "followers", "pipelines", "dataProducts", "ingestionRunner")
-
-
 # Paths of the ``format: password`` fields inside ``connection.config``.
 SECRET_PATHS: tuple[tuple[str, ...], ...] = (
     ("awsConfig", "awsSecretAccessKey"),
     ("credentials", "gcpConfig", "privateKey"),
 )
-
-
 _DOMAIN_NAMESPACE = uuid.UUID("6f1c7a52-3f0e-4c8e-9d8e-0b5d3c2a1e77")
-
-
 Entity = dict[str, Any]
 
 
