@@ -52,6 +52,13 @@ seed and change the store as a person in the UI would. Any exception inside the 
 including a response that fails schema validation, answers 500 and is kept in
 ``internal_errors`` so the fixture teardown can fail the test.
 
+Its parts, one concern each: ``server.py`` (the :class:`OpenMetadataStandIn` class, lifecycle,
+tokens, the request log, routing, one HTTP exchange and the HTTP plumbing), ``services.py`` (the
+ML model service store and routes), ``references.py`` (classifications, tags, domains, owners),
+``faults.py`` (:class:`FaultRule` and the fault book), ``schemas.py`` (validation against the
+vendored schemas in ``schemas/``), ``pipelines.py`` (the ingestion pipeline routes) and
+``_common.py`` (paths, value types, the shared state and request helpers).
+
 Run it by hand for demos::
 
     python -m testing.openmetadata --port 8585 --token TOKEN [--bulk]

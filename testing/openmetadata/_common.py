@@ -137,6 +137,30 @@ def _decode_cursor(cursor: str) -> str:
         raise _ApiError(400, "Invalid cursor") from exc
 
 
+def page_of(
+    matching: list[Entity], key: str, query: Mapping[str, str], limit: int
+) -> tuple[list[Entity], dict[str, Any]]:
+    """One page of ``matching`` (sorted by ``key``) as upstream's cursor paging cuts it, and its
+    ``paging`` object: ``after`` and ``before`` are opaque cursors over ``key``."""
+    total = len(matching)
+    start, stop = 0, limit
+    if "after" in query:
+        after = _decode_cursor(query["after"])
+        start = next((i for i, e in enumerate(matching) if e[key] > after), total)
+        stop = start + limit
+    elif "before" in query:
+        before = _decode_cursor(query["before"])
+        stop = next((i for i, e in enumerate(matching) if e[key] >= before), total)
+        start = max(0, stop - limit)
+    page = matching[start:stop]
+    paging: dict[str, Any] = {"total": total}
+    if page and start > 0:
+        paging["before"] = _encode_cursor(page[0][key])
+    if page and start + len(page) < total:
+        paging["after"] = _encode_cursor(page[-1][key])
+    return page, paging
+
+
 def _error_body(status: int, message: str) -> dict[str, Any]:
     return {"code": status, "message": message}
 

@@ -51,12 +51,11 @@ from testing.openmetadata._common import (
     _ApiError,
     _bump,
     _Call,
-    _decode_cursor,
-    _encode_cursor,
     _InternalError,
     _now_ms,
     _Reply,
     fqn_of,
+    page_of,
 )
 from testing.openmetadata.schemas import _request_error_message, _schema_problem, _Validator
 
@@ -428,23 +427,8 @@ class PipelineRoutes:
 
         with self.standin._lock:
             matching = sorted((p for p in self._store.values() if keep(p)), key=lambda p: p["fullyQualifiedName"])
-            total = len(matching)
-            start, stop = 0, limit
-            if "after" in query:
-                after = _decode_cursor(query["after"])
-                start = next((i for i, p in enumerate(matching) if p["fullyQualifiedName"] > after), total)
-                stop = start + limit
-            elif "before" in query:
-                before = _decode_cursor(query["before"])
-                stop = next((i for i, p in enumerate(matching) if p["fullyQualifiedName"] >= before), total)
-                start = max(0, stop - limit)
-            page = matching[start:stop]
+            page, paging = page_of(matching, "fullyQualifiedName", query, limit)
             data = [self._render(p, fields=fields) for p in page]
-        paging: dict[str, Any] = {"total": total}
-        if page and start > 0:
-            paging["before"] = _encode_cursor(page[0]["fullyQualifiedName"])
-        if page and start + len(page) < total:
-            paging["after"] = _encode_cursor(page[-1]["fullyQualifiedName"])
         return _Reply(200, {"data": data, "paging": paging})
 
     def _one(self, call: _Call, principal: Principal, key: str | None, shown: str) -> _Reply:

@@ -28,8 +28,6 @@ from testing.openmetadata._common import (
     _ApiError,
     _bump,
     _Call,
-    _decode_cursor,
-    _encode_cursor,
     _get_path,
     _InternalError,
     _now_ms,
@@ -38,6 +36,7 @@ from testing.openmetadata._common import (
     _Reply,
     _set_path,
     fqn_of,
+    page_of,
 )
 from testing.openmetadata.faults import FaultRule
 from testing.openmetadata.references import ReferencesMixin
@@ -412,23 +411,8 @@ class ServicesMixin(ReferencesMixin):
         fields = self._fields(query)
         with self._lock:
             matching = sorted((e for e in self._store.values() if self._visible(e, include)), key=lambda e: e["name"])
-            total = len(matching)
-            start, stop = 0, limit
-            if "after" in query:
-                after = _decode_cursor(query["after"])
-                start = next((i for i, e in enumerate(matching) if e["name"] > after), total)
-                stop = start + limit
-            elif "before" in query:
-                before = _decode_cursor(query["before"])
-                stop = next((i for i, e in enumerate(matching) if e["name"] >= before), total)
-                start = max(0, stop - limit)
-            page = matching[start:stop]
+            page, paging = page_of(matching, "name", query, limit)
             data = [self._render(e, fields=fields, reveal=principal.is_bot) for e in page]
-        paging: dict[str, Any] = {"total": total}
-        if page and start > 0:
-            paging["before"] = _encode_cursor(page[0]["name"])
-        if page and start + len(page) < total:
-            paging["after"] = _encode_cursor(page[-1]["name"])
         for item in data:
             self._check_entity(item)
         return _Reply(200, {"data": data, "paging": paging})
