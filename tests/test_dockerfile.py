@@ -151,7 +151,14 @@ def test_dockerignore_sends_only_what_the_build_copies(dockerfile: list[tuple[st
     for src in copied:
         assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
         assert not _ignored(src, patterns), f"COPY {src} is excluded by .dockerignore"
-    for secret_or_bulky in (".venv", ".git", "tests", "config/example.yaml", "src/mlsvc_discover/__pycache__"):
+    for secret_or_bulky in (
+        ".venv",
+        ".git",
+        "tests",
+        "testing",
+        "config/example.yaml",
+        "src/mlsvc_discover/__pycache__",
+    ):
         assert _ignored(secret_or_bulky, patterns), f"{secret_or_bulky} would be sent to the Docker daemon"
 
 
