@@ -13,7 +13,7 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests testing bench demo
 echo "== import layers (import-linter, [tool.importlinter] in pyproject.toml)"
 .venv/bin/lint-imports
-echo "== mypy (strict)"
+echo "== mypy (strict on src, tests, testing, bench, demo: [tool.mypy] files in pyproject.toml)"
 .venv/bin/mypy
 echo "== pytest"
 .venv/bin/python -m pytest -n 2 "$@"
