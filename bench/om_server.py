@@ -173,7 +173,7 @@ class _State:
                 found = self.named.get(f"{kind}/{path.removeprefix(kind + '/name/')}")
                 if found is None:
                     return 404, {}, {"code": 404, "message": f"{kind} instance not found"}
-                return 200, {}, stored
+                return 200, {}, found
         return 404, {}, {"code": 404, "message": f"HTTP 404 Not Found: {method} {path}"}
 
     def _list(self, query: dict[str, str]) -> dict[str, Any]:
