@@ -20,7 +20,6 @@ here comes from OpenMetadata. The stand-in's fault RNG is seeded, so rate faults
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import random
 import re
@@ -489,8 +488,8 @@ def test_the_long_running_agent_keeps_cycling_through_every_fault_and_recovers(
         lambda: standin.revoke(OM_TOKEN),
         lambda: standin.inject(FaultRule(status=429, retry_after=0.01)),
         lambda: standin.inject(FaultRule(method="GET", delay=1.2)),
-        functools.partial(break_by_hand_then, FaultRule(method="PUT", reset_after_items=1)),
-        functools.partial(break_by_hand_then, FaultRule(status=500, rate=0.5)),
+        lambda: break_by_hand_then(FaultRule(method="PUT", reset_after_items=1)),
+        lambda: break_by_hand_then(FaultRule(status=500, rate=0.5)),
     ]
     reports: list[Report] = []
     finished: list[float] = []
