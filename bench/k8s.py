@@ -1,6 +1,6 @@
 """Kubernetes discovery benchmark: ``python -m bench.k8s [--services N] [--runs N] [--latency MS]``.
 
-One fake API server (``tests/support/fake_k8s.py``) with N Services in 100 namespaces, of which
+One fake API server (``testing/fake_k8s.py``) with N Services in 100 namespaces, of which
 50 carry the community chart's labels and point at loopback responders answering MLflow's
 endpoints after ``--latency`` ms each; 50 Ingresses. Measured, medians of ``--runs`` runs:
 
@@ -34,14 +34,14 @@ from typing import Any
 
 import httpx
 import yaml
-from tests.support.fake_k8s import FakeCluster, ingress, service
-from tests.support.mlflow_fixtures import FakeServer, mlflow_like
 
 import mlsvc_discover.k8s.api  # noqa: F401  (imports before the timers, for every approach)
 from mlsvc_discover.k8s.endpoints import choose_endpoint, ingress_routes
 from mlsvc_discover.k8s.selectors import parse_selector
 from mlsvc_discover.mlflow_probe import MlflowProber, ProbeSettings, ProbeTarget
 from mlsvc_discover.sources.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
+from testing.fake_k8s import FakeCluster, ingress, service
+from testing.mlflow_fixtures import FakeServer, mlflow_like
 
 CANDIDATES = 50
 NAMESPACES = 100

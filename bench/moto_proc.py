@@ -7,7 +7,7 @@ CPU, so concurrency in the client can overlap it as it would against AWS.
 
 ``POST /bench-latency`` with a number of seconds as the body changes the latency at run time,
 so one seeded moto serves the runs with and without it. Everything else is moto_server's app
-behind the test suite's AWS fake (``tests/support/aws_fake.py``), which serves SageMaker's
+behind the test suite's AWS fake (``testing/aws_fake.py``), which serves SageMaker's
 managed-MLflow calls that moto lacks; the latency applies to those too.
 """
 
@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from moto.moto_server.werkzeug_app import MotoRequestHandler
-from tests.support.aws_fake import app_with_fake
 from werkzeug.serving import run_simple
+
+from testing.aws_fake import app_with_fake
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 CONTROL_PATH = "/bench-latency"

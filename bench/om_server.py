@@ -170,10 +170,10 @@ class _State:
                 )
                 return 200, {}, stored
             if method == "GET" and path.startswith(kind + "/name/"):
-                stored = self.named.get(f"{kind}/{path.removeprefix(kind + '/name/')}")
-                if stored is None:
+                found = self.named.get(f"{kind}/{path.removeprefix(kind + '/name/')}")
+                if found is None:
                     return 404, {}, {"code": 404, "message": f"{kind} instance not found"}
-                return 200, {}, stored
+                return 200, {}, found
         return 404, {}, {"code": 404, "message": f"HTTP 404 Not Found: {method} {path}"}
 
     def _list(self, query: dict[str, str]) -> dict[str, Any]:
@@ -273,7 +273,8 @@ class OmServer:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        return self._call(self.state.stats.to_dict)
+        stats: dict[str, Any] = self._call(self.state.stats.to_dict)
+        return stats
 
     def reset(self) -> None:
         def do() -> None:

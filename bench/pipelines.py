@@ -1,6 +1,6 @@
 """Ingestion pipeline cost: ``python -m bench.pipelines [--services N] [--runs R]``.
 
-The stand-in runs as a child process (``python -m tests.support.om_standin``), the agent in this
+The stand-in runs as a child process (``python -m testing.openmetadata``), the agent in this
 one. For N static services with ingestion enabled it measures, per cycle: wall time, requests
 sent to OpenMetadata and pipeline writes (PUT, POST, DELETE) plus deploys. Steady-state cycles
 (nothing changed) are compared with a naive reconciler that PUTs and deploys every pipeline
@@ -34,7 +34,7 @@ TOKEN = "bench-pipelines-token"  # a fake token only the child stand-in knows
 
 def _start_standin() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.om_standin", "--port", "0", "--token", TOKEN, "--no-bulk"],
+        [sys.executable, "-m", "testing.openmetadata", "--port", "0", "--token", TOKEN, "--no-bulk"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.responders import FirstRequestClock, ResponderFleet, raise_nofile_limit, refused_ports
 from bench.servers import (
@@ -505,7 +505,7 @@ def scenario_writes(sizes: Sizes, runs: int) -> list[Row]:
     rows = []
     for label, kind, how in cases:
         behaviour = {**how, "bulk_status": BULK_STATUS}
-        latency = float(behaviour["latency"])
+        latency = float(cast("float", behaviour["latency"]))
         log(f"writes: naive, {sizes.naive_writes} sequential PUTs, {label}, {runs} run(s)")
         naive = run_worker({"task": "writes-naive", "sample": sizes.naive_writes, "behaviour": behaviour, "runs": runs})
         scaled = [sum(r["per_stratum"]["put"]) / len(r["per_stratum"]["put"]) * n for r in naive["runs"]]

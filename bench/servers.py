@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.mlflow_fixtures import mlflow_server_command
-from tests.support.moto_fixtures import terminate_process
-
 from bench.responders import stop_process
+from testing.mlflow_fixtures import mlflow_server_command
+from testing.moto_fixtures import terminate_process
 
 __all__ = [
     "REPO_ROOT",
@@ -203,7 +202,7 @@ class MotoProcess:
 
 
 class StandInProcess:
-    """The OpenMetadata stand-in (tests/support/om_standin.py) in its own process.
+    """The OpenMetadata stand-in (testing/openmetadata/) in its own process.
 
     A line protocol on stdin/stdout (see :mod:`bench.standin_proc`): ``fresh`` swaps in an
     empty server and answers its base URL, ``stats`` answers request counts, ``reset`` clears

@@ -19,7 +19,7 @@ import resource
 import sys
 from typing import Any
 
-from tests.support.om_standin import SERVICES_PATH, OpenMetadataStandIn, Principal
+from testing.openmetadata import SERVICES_PATH, OpenMetadataStandIn, Principal
 
 
 def _stats(standin: OpenMetadataStandIn) -> dict[str, Any]:

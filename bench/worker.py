@@ -12,6 +12,7 @@ the naive worker, so neither is charged for Python loading modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import resource
 import sys
@@ -90,7 +91,11 @@ def _dry_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
     out = []
     for _ in range(runs):
         agent = Agent(config)  # built before the timer starts, as a process would before its cycle
-        out.append(_timed(lambda agent=agent: asyncio.run(cycle(agent))))
+
+        def one_cycle(agent: Agent = agent) -> Any:
+            return asyncio.run(cycle(agent))
+
+        out.append(_timed(one_cycle))
     return out
 
 
@@ -237,7 +242,8 @@ def aws_agent(task: dict[str, Any]) -> dict[str, Any]:
 def aws_org_seed(task: dict[str, Any]) -> dict[str, Any]:
     """An organization of ``n`` member accounts in moto, with models and managed MLflow in some pairs."""
     import boto3
-    from tests.support.aws_fake import control
+
+    from testing.aws_fake import control
 
     endpoint = task["endpoint"]
     base = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
@@ -392,7 +398,7 @@ def catalog_naive(task: dict[str, Any]) -> dict[str, Any]:
     try:
         for _ in range(task["runs"]):
             url = standin.fresh()
-            timing, wall, cpu = _timed(lambda url=url: naive_put(url, TOKEN, bodies))
+            timing, wall, cpu = _timed(functools.partial(naive_put, url, TOKEN, bodies))
             runs.append(
                 {
                     "wall": wall,
@@ -494,7 +500,7 @@ def writes_naive(task: dict[str, Any]) -> dict[str, Any]:
     try:
         for _ in range(task["runs"]):
             url = server.fresh()
-            timing, wall, cpu = _timed(lambda url=url: naive_put(url, TOKEN, bodies))
+            timing, wall, cpu = _timed(functools.partial(naive_put, url, TOKEN, bodies))
             runs.append(
                 {
                     "wall": wall,

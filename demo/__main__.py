@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+
 from bench.servers import MotoProcess, aws_env, start_mlflow_servers
 
 ACCOUNTS = ("111111111111", "222222222222")

@@ -9,11 +9,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,dev]"
 echo "== ruff"
-.venv/bin/ruff check src tests bench demo
-.venv/bin/ruff format --check src tests bench demo
+.venv/bin/ruff check src tests testing bench demo
+.venv/bin/ruff format --check src tests testing bench demo
 echo "== import layers (import-linter, [tool.importlinter] in pyproject.toml)"
 .venv/bin/lint-imports
-echo "== mypy (strict)"
+echo "== mypy (strict on src, tests, testing, bench, demo: [tool.mypy] files in pyproject.toml)"
 .venv/bin/mypy
 echo "== pytest"
 .venv/bin/python -m pytest -n 2 "$@"

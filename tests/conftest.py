@@ -1,4 +1,4 @@
-"""Shared pytest set-up: fixture modules for the real components live in tests/support/."""
+"""Shared pytest set-up: fixture modules for the real components live in testing/."""
 
 import os
 
@@ -7,8 +7,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 pytest_plugins = [
-    "tests.support.om_fixtures",
-    "tests.support.mlflow_fixtures",
-    "tests.support.moto_fixtures",
-    "tests.support.browser",
+    "testing.om_fixtures",
+    "testing.mlflow_fixtures",
+    "testing.moto_fixtures",
+    "testing.browser",
+    "testing.k8s_world",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,79 +24,13 @@ import pytest
 
 from mlsvc_discover.sources.base import DiscoveryResult
 from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
-from tests.support.mlflow_fixtures import TlsMaterial
+from testing.hostile import HostileServer, Mode
+from testing.mlflow_fixtures import TlsMaterial
 
 pytestmark = pytest.mark.timeout(120)
 
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/mlsvc-discover"
-
-
-class TricklingServer:
-    """A loopback HTTP server that reads the request, then answers one byte per ``interval``.
-
-    ``what`` is ``"body"`` (status line and headers at once, then a 100 kB body byte by byte)
-    or ``"headers"`` (the status line and headers themselves byte by byte).
-    """
-
-    def __init__(self, what: str, interval: float = 0.5) -> None:
-        self.what = what
-        self.interval = interval
-        self.requests = 0
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        self._sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.split(b":", 1)[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests += 1
-                headers = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 100000\r\n\r\n"
-                if self.what == "body":
-                    conn.sendall(headers)
-                    trickle = b"<" * 100000
-                else:
-                    trickle = headers
-                for i in range(len(trickle)):
-                    if self._stop.is_set():
-                        return
-                    conn.sendall(trickle[i : i + 1])
-                    time.sleep(self.interval)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._sock.close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -115,9 +48,14 @@ def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-@pytest.fixture(params=["body", "headers"])
-def trickling(request: pytest.FixtureRequest) -> Iterator[TricklingServer]:
-    server = TricklingServer(request.param)
+def trickling_server(mode: Mode) -> HostileServer:
+    """One byte per half second: the body only, or the status line and headers too."""
+    return HostileServer(mode, interval=0.5, content_type="text/xml").start()
+
+
+@pytest.fixture(params=["trickle_body", "trickle"], ids=["body", "headers"])
+def trickling(request: pytest.FixtureRequest) -> Iterator[HostileServer]:
+    server = trickling_server(request.param)
     yield server
     server.close()
 
@@ -148,12 +86,12 @@ def discover(cfg: SageMakerConfig) -> DiscoveryResult:
 
 
 @pytest.mark.usefixtures("aws_env")
-def test_a_trickling_aws_endpoint_fails_the_call_at_its_total_deadline(trickling: TricklingServer) -> None:
+def test_a_trickling_aws_endpoint_fails_the_call_at_its_total_deadline(trickling: HostileServer) -> None:
     started = time.monotonic()
     result = discover(config(trickling.url, call_timeout=1.5, max_attempts=1))
     elapsed = time.monotonic() - started
 
-    # Without the deadline the answer would take 100,000 (body) or 40 (headers) half-seconds.
+    # Without the deadline the answer would take a million (body) or more half-seconds.
     assert elapsed < 1.5 + 3, elapsed
     assert not result.findings
     [failure] = result.failures
@@ -166,7 +104,7 @@ def test_a_trickling_aws_endpoint_fails_the_call_at_its_total_deadline(trickling
 
 @pytest.mark.usefixtures("aws_env")
 def test_each_attempt_gets_its_own_deadline_and_the_retries_stay_bounded() -> None:
-    server = TricklingServer("body")
+    server = trickling_server("trickle_body")
     try:
         started = time.monotonic()
         result = discover(config(server.url, call_timeout=1, max_attempts=3))
@@ -181,7 +119,7 @@ def test_each_attempt_gets_its_own_deadline_and_the_retries_stay_bounded() -> No
 
 def test_a_call_in_flight_never_keeps_the_process_alive(tmp_path: Path) -> None:
     """A cycle abandoned mid-call (a cycle deadline, a signal) lets the process exit at once."""
-    server = TricklingServer("body")
+    server = trickling_server("trickle_body")
     script = textwrap.dedent(
         f"""
         import asyncio, json, sys, time

@@ -2,7 +2,7 @@
 
 Organizations, OUs, accounts, IAM roles and SageMaker models are moto's own (``moto_server``'s
 app). SageMaker's MLflow calls, which moto lacks, and AssumeRole refusals, which moto never
-makes, come from the fake in front of it (``tests/support/aws_fake.py``), spoken to by the real
+makes, come from the fake in front of it (``testing/aws_fake.py``), spoken to by the real
 botocore client over loopback in AWS's JSON 1.1 protocol and held to botocore's service model.
 """
 
@@ -22,8 +22,8 @@ from mlsvc_discover.aws.session import AwsClients
 from mlsvc_discover.cli import main
 from mlsvc_discover.sources.base import DiscoveryResult, Finding, PlatformKind, ScopeOutcome
 from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
-from tests.support.moto_fixtures import DEFAULT_ACCOUNT, MotoServer, seed_models
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.moto_fixtures import DEFAULT_ACCOUNT, MotoServer, seed_models
+from testing.openmetadata import OpenMetadataStandIn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -521,7 +521,7 @@ def test_an_aws_cn_account_is_reached_in_its_own_partition(moto_server: MotoServ
 
 
 def test_the_fake_holds_requests_and_answers_to_botocores_model() -> None:
-    from tests.support.aws_fake import ModelViolation, check_request, check_response
+    from testing.aws_fake import ModelViolation, check_request, check_response
 
     good = {
         "TrackingServerSummaries": [

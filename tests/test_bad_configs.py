@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from mlsvc_discover.cli import main
-from tests.support.mlflow_fixtures import FakeServer, mlflow_like, status
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, mlflow_like, status
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,18 +109,12 @@ def world(
     return World(om_standin, mlflow, aws, config, tmp_path / "config.yaml")
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_the_valid_base_config_reaches_all_three_servers(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     world.path.write_text(yaml.safe_dump(world.config), encoding="utf-8")
-    code, out, err = cli(capsys, "validate-config", "--config", str(world.path))
+    code, out, err = run_cli(capsys, "validate-config", "--config", str(world.path))
     assert code == 0, err
     assert world.requests() == {"openmetadata": 0, "mlflow": 0, "aws": 0}
-    code, out, err = cli(capsys, "discover", "--once", "--config", str(world.path))
+    code, out, err = run_cli(capsys, "discover", "--once", "--config", str(world.path))
     assert code == 1, out + err  # the fake AWS answers 500: a failure of that account only
     assert all(n > 0 for n in world.requests().values()), world.requests()
     assert {"sk-scoring", "mlflow-team-b", f"mlflow-127.0.0.1-{world.mlflow.port}"} <= set(world.standin.services)
@@ -378,7 +372,7 @@ def test_a_bad_config_exits_2_naming_the_key_and_the_fix_and_contacts_nothing(
         monkeypatch.delenv(case.unset)
     args = ["discover", "--once"] if command == "discover" else ["validate-config"]
 
-    code, out, err = cli(capsys, *args, "--config", str(path))
+    code, out, err = run_cli(capsys, *args, "--config", str(path))
 
     assert code == 2, out + err
     assert out == ""

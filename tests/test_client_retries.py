@@ -36,7 +36,7 @@ def make_client(
             return httpx.Response(200, json={"version": "2.0.7"})
         return handler(request)
 
-    config = OpenMetadataConfig(host="http://om.test/api", token=SecretStr(TOKEN), retries=3, **cfg)  # type: ignore[arg-type]
+    config = OpenMetadataConfig(host="http://om.test/api", token=SecretStr(TOKEN), retries=3, **cfg)
     return OpenMetadataClient(config, transport=httpx.MockTransport(serve), sleep=sleep), slept
 
 

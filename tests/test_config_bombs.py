@@ -6,15 +6,14 @@ Each case runs the installed CLI in a subprocess with a time bound, as an operat
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mlsvc_discover.config import MAX_CONFIG_BYTES, parse_yaml
+from tests.helpers import CLI
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 BOUND = 20.0  # seconds, start-up on a loaded machine included; an unbounded case runs for minutes
 
 

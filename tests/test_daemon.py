@@ -16,122 +16,27 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from mlsvc_discover.config import AgentConfig, ScheduleConfig, parse_config
+from mlsvc_discover.config import ScheduleConfig
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import DEFAULT_INTERVAL, Daemon, build_trigger, crontab_weekdays, serve
 from mlsvc_discover.report import Report
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, mlflow_like
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, MlflowServer, mlflow_like
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import CLI, daemon_config, daemon_raw_config, drive, http_get, svc_name, write_uris
 
 OWNER_TAG = "mlsvc-discover.daemon-test"
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 
 
 # --- helpers (also used by test_health_metrics.py) ---------------------------------------------
-
-
-def svc_name(url: str) -> str:
-    """The default service name of an MLflow URI on loopback: ``mlflow-<host>-<port>``."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return f"mlflow-{host}-{port}"
-
-
-def raw_config(standin: OpenMetadataStandIn, uris_file: Path, **top: Any) -> dict[str, Any]:
-    """A config dict for a daemon on loopback; ``top`` replaces whole top-level sections."""
-    raw: dict[str, Any] = {
-        "owner_id": "daemon-test",
-        "policy": "sync",
-        "stale_after": 2,
-        "max_delete_fraction": 1.0,
-        # No retries: a failure must show in the cycle it happens, not seconds later.
-        "openmetadata": {"host": standin.base_url, "token": OM_TOKEN, "retries": 0, "timeout": "3s"},
-        "schedule": {"interval": "250ms", "grace_period": "5s"},
-        "server": {"address": "127.0.0.1:0", "ready_intervals": 2},
-        "discoverers": [{"type": "mlflow", "name": "mlflow", "uris_file": str(uris_file), "timeout": "3s"}],
-    }
-    raw.update(top)
-    return raw
-
-
-def make_config(standin: OpenMetadataStandIn, uris_file: Path, **top: Any) -> AgentConfig:
-    return parse_config(raw_config(standin, uris_file, **top), env={})
-
-
-def write_uris(path: Path, *urls: str) -> None:
-    # Written aside and renamed, so a cycle never reads half a file.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{u}\n" for u in urls), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    """Status and body of a GET; urllib, because its set-up costs nothing inside a cycle."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-@dataclass
-class Run:
-    """What a daemon run left behind."""
-
-    daemon: Daemon
-    reports: list[Report] = field(default_factory=list)
-    exit_code: int | None = None
-    elapsed: float = 0.0
-
-
-Step = Callable[[int, Report, Daemon], bool | None]
-
-
-def drive(config: AgentConfig, step: Step, *, agent: Agent | None = None, timeout: float = 30.0) -> Run:
-    """Run a daemon in this process; ``step(n, report, daemon)`` after cycle n, True stops it.
-
-    A failing assertion inside ``step`` stops the daemon and is raised here, instead of being
-    logged by the daemon as a failing callback while the test waits for its timeout.
-    """
-    errors: list[BaseException] = []
-
-    async def main() -> Run:
-        stop = asyncio.Event()
-        reports: list[Report] = []
-
-        def hook(report: Report) -> None:
-            reports.append(report)
-            try:
-                if step(len(reports), report, daemon):
-                    stop.set()
-            except BaseException as exc:
-                errors.append(exc)
-                stop.set()
-
-        daemon = Daemon(config, agent=agent, on_cycle=hook)
-        run = Run(daemon=daemon, reports=reports)
-
-        started = time.monotonic()
-        run.exit_code = await asyncio.wait_for(run.daemon.run(stop), timeout)
-        run.elapsed = time.monotonic() - started
-        return run
-
-    run = asyncio.run(main())
-    if errors:
-        raise errors[0]
-    return run
 
 
 def owned(standin: OpenMetadataStandIn) -> dict[str, dict[str, Any]]:
@@ -239,7 +144,7 @@ def test_services_appear_and_disappear_between_cycles_with_deletes_only_after_st
             return True
         return False
 
-    run = drive(make_config(om_standin, uris_file), step)
+    run = drive(daemon_config(om_standin, uris_file), step)
 
     assert run.exit_code == 0
     assert seen[1] == {svc_name(real), svc_name(a), svc_name(b)}
@@ -277,7 +182,7 @@ def test_sync_deletes_nothing_while_the_scope_failed_and_resumes_when_it_succeed
             return True
         return False
 
-    run = drive(make_config(om_standin, uris_file, stale_after=1), step)
+    run = drive(daemon_config(om_standin, uris_file, stale_after=1), step)
 
     assert len(run.reports) == 5
     assert live(om_standin) == {svc_name(a)}
@@ -305,7 +210,7 @@ def test_sync_deletes_nothing_past_max_delete_fraction_and_the_report_and_metric
         assert [c.name for c in report.plan.delete] == [svc_name(urls[3])]
         return True
 
-    run = drive(make_config(om_standin, uris_file, stale_after=1, max_delete_fraction=0.5), step)
+    run = drive(daemon_config(om_standin, uris_file, stale_after=1, max_delete_fraction=0.5), step)
 
     metrics = run.daemon.metrics
     assert metrics.deletions.labels(reason="blocked_max_fraction")._value.get() == 3
@@ -334,7 +239,7 @@ def test_a_human_edit_of_an_unmanaged_field_survives_cycles_even_when_the_agent_
             assert report.outcomes["unchanged"] == 1
         return n == 5
 
-    drive(make_config(om_standin, uris_file, policy="upsert-only"), step)
+    drive(daemon_config(om_standin, uris_file, policy="upsert-only"), step)
 
     service = om_standin.services[name]
     assert service["displayName"] == "Team A tracking (named by hand)"
@@ -364,7 +269,7 @@ def test_a_foreign_service_with_a_clashing_name_is_left_alone_and_reported_as_a_
         assert report.outcomes["conflict"] == 1
         return n == 3
 
-    run = drive(make_config(om_standin, uris_file), step)
+    run = drive(daemon_config(om_standin, uris_file), step)
 
     assert om_standin.services[clash] == before
     assert all(
@@ -389,7 +294,7 @@ def test_a_cycle_due_while_one_is_running_is_skipped_logged_and_counted(
     write_uris(uris_file, *mlflows(2))
     om_standin.latency = 0.5  # every request; a cycle takes 1-1.5 s against a 0.2 s interval
 
-    run = drive(make_config(om_standin, uris_file, schedule={"interval": "200ms"}), lambda n, r, d: n == 2)
+    run = drive(daemon_config(om_standin, uris_file, schedule={"interval": "200ms"}), lambda n, r, d: n == 2)
 
     assert run.daemon.skipped >= 3
     assert run.daemon.metrics.cycles_skipped._value.get() == run.daemon.skipped
@@ -403,7 +308,7 @@ def test_a_cycle_that_raises_is_logged_and_counted_and_the_next_cycle_runs(
     om_standin: OpenMetadataStandIn, mlflows: Callable[[int], list[str]], uris_file: Path
 ) -> None:
     write_uris(uris_file, *mlflows(1))
-    config = make_config(om_standin, uris_file)
+    config = daemon_config(om_standin, uris_file)
 
     class CrashingOnce(Agent):
         """The agent with a bug that strikes in cycle 2 only (and quotes a secret, as bugs do)."""
@@ -446,7 +351,7 @@ def test_serve_runs_cycles_until_stop_is_set(
             if len(reports) == 2:
                 stop.set()
 
-        return await asyncio.wait_for(serve(make_config(om_standin, uris_file), stop=stop, on_cycle=on_cycle), 20)
+        return await asyncio.wait_for(serve(daemon_config(om_standin, uris_file), stop=stop, on_cycle=on_cycle), 20)
 
     assert asyncio.run(main()) == 0
     assert [r.outcomes["created"] for r in reports] == [1, 0]
@@ -465,7 +370,7 @@ def test_when_the_grace_period_runs_out_the_cycle_is_cancelled_and_the_daemon_st
     caplog.set_level(logging.INFO, logger="mlsvc_discover")
     write_uris(uris_file, *mlflows(1))
     om_standin.latency = 10.0  # the list request hangs far past the grace period
-    config = make_config(om_standin, uris_file, schedule={"interval": "1h", "grace_period": "500ms"})
+    config = daemon_config(om_standin, uris_file, schedule={"interval": "1h", "grace_period": "500ms"})
 
     async def main() -> tuple[int, float]:
         stop = asyncio.Event()
@@ -532,7 +437,9 @@ def test_sigterm_mid_cycle_stops_after_the_write_in_flight_exits_0_and_logs_appl
     urls = mlflows(4)
     write_uris(uris_file, *urls)
     grace = 5.0
-    raw = raw_config(om_standin, uris_file, stale_after=1, schedule={"interval": "1s", "grace_period": f"{grace}s"})
+    raw = daemon_raw_config(
+        om_standin, uris_file, stale_after=1, schedule={"interval": "1s", "grace_period": f"{grace}s"}
+    )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     log_path = tmp_path / "agent.log"
@@ -579,7 +486,7 @@ def test_sigint_between_cycles_exits_0_at_once(
     cli_process: list[subprocess.Popen[bytes]],
 ) -> None:
     write_uris(uris_file)
-    raw = raw_config(om_standin, uris_file, schedule={"interval": "1h", "grace_period": "30s"})
+    raw = daemon_raw_config(om_standin, uris_file, schedule={"interval": "1h", "grace_period": "30s"})
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     log_path = tmp_path / "agent.log"
@@ -601,7 +508,7 @@ def test_an_address_that_cannot_be_bound_exits_1_with_the_reason(
     om_standin: OpenMetadataStandIn, uris_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_uris(uris_file)
-    first = Daemon(make_config(om_standin, uris_file))
+    first = Daemon(daemon_config(om_standin, uris_file))
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -609,7 +516,7 @@ def test_an_address_that_cannot_be_bound_exits_1_with_the_reason(
         await asyncio.wait_for(first.started.wait(), 10)
         taken = f"127.0.0.1:{first.port}"
         try:
-            second = Daemon(make_config(om_standin, uris_file, server={"address": taken}))
+            second = Daemon(daemon_config(om_standin, uris_file, server={"address": taken}))
             return await asyncio.wait_for(second.run(asyncio.Event()), 10)
         finally:
             stop.set()

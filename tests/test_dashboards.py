@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlsvc_discover.config import parse_config
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.report import Report
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
-from tests.test_daemon import drive, http_get
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import drive, http_get
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "config" / "prometheus" / "mlsvc-discover-rules.yaml"
@@ -80,7 +80,7 @@ def selectors(expr: str) -> tuple[list[tuple[str, set[str]]], set[str]]:
 @pytest.fixture(scope="module")
 def metrics_text() -> str:
     """/metrics of a real daemon after one cycle with a conflict, a refused write, blocked deletes."""
-    from tests.support.om_fixtures import make_standin
+    from testing.om_fixtures import make_standin
 
     standin: OpenMetadataStandIn = make_standin()
     try:

@@ -64,3 +64,32 @@ def test_the_version_is_written_once_in_pyproject_and_read_from_the_installed_me
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert mlsvc_discover.__version__ == project["version"]
     assert not re.search(r"__version__\s*=\s*['\"]\d+\.\d+", (SRC / "__init__.py").read_text(encoding="utf-8"))
+
+
+def imported_modules(folder: Path) -> dict[str, list[str]]:
+    """Every absolute import under ``folder`` -> the files importing it."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, []).append(str(path.relative_to(REPO)))
+    return found
+
+
+def test_bench_demo_and_the_test_support_never_import_from_tests() -> None:
+    for folder in ("bench", "demo", "testing"):
+        imports = imported_modules(REPO / folder)
+        assert imports, folder
+        assert {m: f for m, f in imports.items() if m == "tests" or m.startswith("tests.")} == {}, folder
+
+
+def test_the_wheel_holds_only_src() -> None:
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert setuptools["packages"]["find"] == {"where": ["src"]}
+    assert not (REPO / "src" / "testing").exists()

@@ -151,7 +151,14 @@ def test_dockerignore_sends_only_what_the_build_copies(dockerfile: list[tuple[st
     for src in copied:
         assert (REPO / src).exists(), f"COPY {src}: no such file in the repository"
         assert not _ignored(src, patterns), f"COPY {src} is excluded by .dockerignore"
-    for secret_or_bulky in (".venv", ".git", "tests", "config/example.yaml", "src/mlsvc_discover/__pycache__"):
+    for secret_or_bulky in (
+        ".venv",
+        ".git",
+        "tests",
+        "testing",
+        "config/example.yaml",
+        "src/mlsvc_discover/__pycache__",
+    ):
         assert _ignored(secret_or_bulky, patterns), f"{secret_or_bulky} would be sent to the Docker daemon"
 
 
@@ -206,6 +213,7 @@ def pod_of(obj: dict[str, Any]) -> dict[str, Any]:
 
 def check_container_basics(pod: dict[str, Any], config: AgentConfig, config_map_name: str) -> dict[str, Any]:
     """What the Deployment and the CronJob share; returns the container."""
+    container: dict[str, Any]
     (container,) = pod["containers"]
     args = _parser().parse_args(container["args"])
     assert args.command == "discover"

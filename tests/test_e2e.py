@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.mlflow_fixtures import MlflowServer
-from tests.support.moto_fixtures import AwsWorld
-from tests.support.om_fixtures import schema_validator
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import MlflowServer
+from testing.moto_fixtures import AwsWorld
+from testing.om_fixtures import schema_validator
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import run_cli, write_config
 
 MLFLOW_PASSWORD_ENV = "E2E_MLFLOW_PASSWORD"
 OWNER_TAG = "mlsvc-discover.e2e"
@@ -26,11 +26,6 @@ def _host_port(url: str) -> tuple[str, str]:
     rest = url.split("://", 1)[1].rstrip("/")
     host, _, port = rest.rpartition(":")
     return host, port
-
-
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -80,12 +75,6 @@ def world(
         "sk-scoring": "Sklearn",
     }
     return {"config": config, "expected": expected, "path": tmp_path / "config.yaml", "standin": om_any}
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_once_registers_exactly_the_expected_services_with_the_right_types(

@@ -28,7 +28,7 @@ import pytest
 from mlsvc_discover.config import AgentConfig, parse_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Failure, Report
-from tests.support.mlflow_fixtures import (
+from testing.mlflow_fixtures import (
     FakeServer,
     MlflowServer,
     TlsMaterial,
@@ -38,7 +38,7 @@ from tests.support.mlflow_fixtures import (
     redirect,
     status,
 )
-from tests.support.moto_fixtures import (
+from testing.moto_fixtures import (
     ACCOUNT_A,
     ACCOUNT_B,
     AwsFaultProxy,
@@ -47,8 +47,9 @@ from tests.support.moto_fixtures import (
     MotoServer,
     seed_models,
 )
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import write_uris
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -377,12 +378,6 @@ class Switchable:
 
     def __call__(self, req: BaseHTTPRequestHandler) -> None:
         self.handler(req)
-
-
-def write_uris(path: Path, *urls: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{u}\n" for u in urls), encoding="utf-8")
-    tmp.replace(path)
 
 
 @pytest.mark.parametrize("agent", ["long-running", "fresh-per-cycle-with-state-file"])

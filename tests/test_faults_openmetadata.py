@@ -35,8 +35,8 @@ from mlsvc_discover.config import AgentConfig, parse_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import serve
 from mlsvc_discover.report import Report
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal, RecordedRequest
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal, RecordedRequest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -477,6 +477,10 @@ def test_the_long_running_agent_keeps_cycling_through_every_fault_and_recovers(
         broken = {"config": {"type": "Mlflow", "trackingUri": "http://typo:1", "registryUri": "http://typo:1"}}
         standin.edit("mlflow-0", connection=broken)
 
+    def break_by_hand_then(rule: FaultRule) -> FaultRule:
+        break_by_hand()
+        return standin.inject(rule)
+
     windows: list[Callable[[], object]] = [
         lambda: standin.fail_items({"sklearn.2": (400, "Invalid request format")}),
         lambda: standin.inject(FaultRule(status=503, message="OpenMetadata is restarting")),
@@ -484,8 +488,8 @@ def test_the_long_running_agent_keeps_cycling_through_every_fault_and_recovers(
         lambda: standin.revoke(OM_TOKEN),
         lambda: standin.inject(FaultRule(status=429, retry_after=0.01)),
         lambda: standin.inject(FaultRule(method="GET", delay=1.2)),
-        lambda: (break_by_hand(), standin.inject(FaultRule(method="PUT", reset_after_items=1))),
-        lambda: (break_by_hand(), standin.inject(FaultRule(status=500, rate=0.5))),
+        lambda: break_by_hand_then(FaultRule(method="PUT", reset_after_items=1)),
+        lambda: break_by_hand_then(FaultRule(status=500, rate=0.5)),
     ]
     reports: list[Report] = []
     finished: list[float] = []

@@ -21,10 +21,10 @@ from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.metrics import WRITE_OUTCOMES, Metrics, fatal_kind, succeeded
 from mlsvc_discover.report import DiscovererStats, Failure, Report
 from mlsvc_discover.server import HealthServer, Readiness, parse_address
-from tests.support.mlflow_fixtures import FakeServer, mlflow_like
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal
-from tests.test_daemon import drive, http_get, make_config, svc_name, write_uris
+from testing.mlflow_fixtures import FakeServer, mlflow_like
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal
+from tests.helpers import daemon_config, drive, http_get, svc_name, write_uris
 
 
 class Clock:
@@ -297,7 +297,7 @@ def test_readyz_turns_unready_while_openmetadata_stays_down_and_ready_when_it_re
         return False
 
     # 250 ms interval, ready_intervals 2: unready once no success for 0.5 s.
-    run = drive(make_config(om_standin, one_mlflow), step)
+    run = drive(daemon_config(om_standin, one_mlflow), step)
 
     down = [status for n, status, _ in statuses if phase["down_at"] < n <= phase["up_at"]]
     # One failed cycle is within the tolerance of 2 intervals; staying down is not.
@@ -338,7 +338,7 @@ def test_metrics_show_the_counts_of_known_cycles(
         return False
 
     started = time.time()
-    run = drive(make_config(om_standin, uris, schedule={"interval": "300ms"}), step)
+    run = drive(daemon_config(om_standin, uris, schedule={"interval": "300ms"}), step)
 
     text = scraped[0]
     m = samples(text)

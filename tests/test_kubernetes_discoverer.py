@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,25 +16,9 @@ from mlsvc_discover.k8s.endpoints import EndpointError, choose_endpoint, ingress
 from mlsvc_discover.k8s.selectors import parse_selector
 from mlsvc_discover.sources.base import DiscoveryResult
 from mlsvc_discover.sources.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
-from tests.support.fake_k8s import FakeCluster, fail, ingress, service, stall
-from tests.support.k8s_world import COMMUNITY, K8sWorld, build_world, discoverer_config
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
-
-
-@pytest.fixture
-def world(
-    tmp_path: Path,
-    mlflow_server: MlflowServer,
-    mlflow_auth_server: MlflowServer,
-    fake_mlflow: Callable[..., FakeServer],
-    tls_material: TlsMaterial,
-) -> Iterator[K8sWorld]:
-    web = fake_mlflow(status(200, b"<html><body>Welcome</body></html>", "text/html"))
-    w = build_world(tmp_path, mlflow_server, mlflow_auth_server, web, tls_material)
-    try:
-        yield w
-    finally:
-        w.stop()
+from testing.fake_k8s import FakeCluster, fail, ingress, service, stall
+from testing.k8s_world import COMMUNITY, K8sWorld, discoverer_config
+from testing.mlflow_fixtures import MlflowServer
 
 
 def run(config: dict[str, Any]) -> tuple[DiscoveryResult, KubernetesDiscoverer]:
@@ -58,15 +41,15 @@ def scopes(result: DiscoveryResult) -> dict[tuple[str, ...], bool]:
 
 
 @pytest.mark.slow
-def test_finds_exactly_the_mlflow_services_with_their_reachable_uris(world: K8sWorld) -> None:
-    result, _ = run(discoverer_config(world))
+def test_finds_exactly_the_mlflow_services_with_their_reachable_uris(k8s_world: K8sWorld) -> None:
+    result, _ = run(discoverer_config(k8s_world))
     found = {f.key: f for f in result.findings}
     assert set(found) == {"prod/team-a/mlflow", "prod/team-b/tracking", "prod/team-c/custom", "research/ml/mlflow"}
     uris = {k: f.attributes["tracking_uri"] for k, f in found.items()}
     assert uris == {
         "prod/team-a/mlflow": "https://mlflow.team-a.example.com:443",
-        "prod/team-b/tracking": world.expected_uris["mlflow-prod-team-b-tracking"],
-        "prod/team-c/custom": world.expected_uris["team-c-tracking"],
+        "prod/team-b/tracking": k8s_world.expected_uris["mlflow-prod-team-b-tracking"],
+        "prod/team-c/custom": k8s_world.expected_uris["team-c-tracking"],
         "research/ml/mlflow": "https://mlflow.beta.example.com:443",
     }
     sources = {k: f.attributes["uri_source"] for k, f in found.items()}
@@ -78,13 +61,13 @@ def test_finds_exactly_the_mlflow_services_with_their_reachable_uris(world: K8sW
     }
     assert found["prod/team-c/custom"].name == "team-c-tracking"
     # The real servers were probed at the Services' cluster IP and port, not at the published names.
-    assert found["prod/team-a/mlflow"].attributes["probed_uri"] == world.plain.url
+    assert found["prod/team-a/mlflow"].attributes["probed_uri"] == k8s_world.plain.url
     assert found["prod/team-a/mlflow"].attributes["registry_available"] is True
 
 
 @pytest.mark.slow
-def test_the_rest_is_reported_with_reasons_in_its_own_scope(world: K8sWorld) -> None:
-    result, _ = run(discoverer_config(world))
+def test_the_rest_is_reported_with_reasons_in_its_own_scope(k8s_world: K8sWorld) -> None:
+    result, _ = run(discoverer_config(k8s_world))
     reasons = {f.item: f for f in result.failures}
     assert set(reasons) == {"prod/team-a/web", "research/restricted"}
     assert reasons["prod/team-a/web"].kind == "not_mlflow"
@@ -105,29 +88,29 @@ def test_the_rest_is_reported_with_reasons_in_its_own_scope(world: K8sWorld) -> 
 
 
 @pytest.mark.slow
-def test_lists_are_paged_with_continue_tokens_and_secrets_read_through_the_api(world: K8sWorld) -> None:
-    result, disc = run(discoverer_config(world))
-    assert any("continue=" in r and "/api/v1/services" in r for r in world.alpha.requests)
-    assert all("limit=2" in r for r in world.alpha.requests if r.startswith("/api/v1/services"))
-    assert "/api/v1/namespaces/team-b/secrets/mlflow-discovery" in world.alpha.requests
+def test_lists_are_paged_with_continue_tokens_and_secrets_read_through_the_api(k8s_world: K8sWorld) -> None:
+    result, disc = run(discoverer_config(k8s_world))
+    assert any("continue=" in r and "/api/v1/services" in r for r in k8s_world.alpha.requests)
+    assert all("limit=2" in r for r in k8s_world.alpha.requests if r.startswith("/api/v1/services"))
+    assert "/api/v1/namespaces/team-b/secrets/mlflow-discovery" in k8s_world.alpha.requests
     # The basic-auth server was reached with the Secret's credentials; its password is a secret.
     assert "prod/team-b/tracking" in {f.key for f in result.findings}
-    assert world.secured.password in disc.secrets()
+    assert k8s_world.secured.password in disc.secrets()
 
 
 @pytest.mark.slow
-def test_without_the_secret_the_auth_server_is_a_401_failure_of_its_own(world: K8sWorld) -> None:
-    world.alpha.secrets.clear()
-    result, _ = run(discoverer_config(world))
+def test_without_the_secret_the_auth_server_is_a_401_failure_of_its_own(k8s_world: K8sWorld) -> None:
+    k8s_world.alpha.secrets.clear()
+    result, _ = run(discoverer_config(k8s_world))
     failures = {f.item: f for f in result.failures}
     assert failures["prod/team-b/tracking"].kind == "unauthorized"
     assert "prod/team-a/mlflow" in {f.key for f in result.findings}
 
 
 @pytest.mark.slow
-def test_a_secret_that_cannot_be_read_fails_only_the_candidates_that_need_it(world: K8sWorld) -> None:
-    world.alpha.forbid_secrets = True
-    result, _ = run(discoverer_config(world))
+def test_a_secret_that_cannot_be_read_fails_only_the_candidates_that_need_it(k8s_world: K8sWorld) -> None:
+    k8s_world.alpha.forbid_secrets = True
+    result, _ = run(discoverer_config(k8s_world))
     failures = {f.item: f for f in result.failures}
     assert failures["prod/team-b/tracking"].kind == "forbidden"
     assert (
@@ -137,10 +120,10 @@ def test_a_secret_that_cannot_be_read_fails_only_the_candidates_that_need_it(wor
 
 
 @pytest.mark.slow
-def test_server_side_selectors_when_the_opt_in_annotation_is_off(world: K8sWorld) -> None:
-    result, _ = run(discoverer_config(world, opt_in_annotation=False))
+def test_server_side_selectors_when_the_opt_in_annotation_is_off(k8s_world: K8sWorld) -> None:
+    result, _ = run(discoverer_config(k8s_world, opt_in_annotation=False))
     assert "prod/team-c/custom" not in {f.key for f in result.findings}
-    service_lists = [r for r in world.alpha.requests if r.startswith("/api/v1/services")]
+    service_lists = [r for r in k8s_world.alpha.requests if r.startswith("/api/v1/services")]
     assert service_lists
     assert all("labelSelector=app.kubernetes.io%2Fname%3Dmlflow" in r for r in service_lists)
 
@@ -180,9 +163,9 @@ def test_probe_via_published_probes_the_published_uri_itself(tmp_path: Path, mlf
 
 
 @pytest.mark.slow
-def test_an_invalid_uri_annotation_fails_that_service_only(world: K8sWorld) -> None:
-    world.beta.services[0]["metadata"]["annotations"]["mlsvc-discover.io/uri"] = "mlflow.example.com:5000"
-    config = discoverer_config(world)
+def test_an_invalid_uri_annotation_fails_that_service_only(k8s_world: K8sWorld) -> None:
+    k8s_world.beta.services[0]["metadata"]["annotations"]["mlsvc-discover.io/uri"] = "mlflow.example.com:5000"
+    config = discoverer_config(k8s_world)
     config["clusters"] = config["clusters"][1:]
     result, _ = run(config)
     failures = {f.item: f for f in result.failures}
@@ -193,9 +176,9 @@ def test_an_invalid_uri_annotation_fails_that_service_only(world: K8sWorld) -> N
 
 
 @pytest.mark.slow
-def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(world: K8sWorld) -> None:
-    world.alpha.forbid_cluster_wide = True
-    config = discoverer_config(world)
+def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(k8s_world: K8sWorld) -> None:
+    k8s_world.alpha.forbid_cluster_wide = True
+    config = discoverer_config(k8s_world)
     config["clusters"] = config["clusters"][:1]
     result, _ = run(config)
     assert result.findings == []
@@ -207,10 +190,10 @@ def test_a_cluster_wide_403_fails_the_cluster_scope_and_lists_nothing_else(world
 @pytest.mark.slow
 @pytest.mark.parametrize(("code", "kind"), [(500, "server_error"), (503, "server_error"), (429, "throttled")])
 def test_a_failing_ingress_list_fails_the_namespace_because_it_decides_the_uri(
-    world: K8sWorld, code: int, kind: str
+    k8s_world: K8sWorld, code: int, kind: str
 ) -> None:
-    world.beta.faults["/apis/networking.k8s.io/v1/namespaces/ml/ingresses"] = fail(code)
-    config = discoverer_config(world)
+    k8s_world.beta.faults["/apis/networking.k8s.io/v1/namespaces/ml/ingresses"] = fail(code)
+    config = discoverer_config(k8s_world)
     config["clusters"] = config["clusters"][1:]
     result, _ = run(config)
     assert result.findings == []
@@ -219,9 +202,9 @@ def test_a_failing_ingress_list_fails_the_namespace_because_it_decides_the_uri(
 
 
 @pytest.mark.slow
-def test_a_stalled_api_server_ends_within_the_api_deadline(world: K8sWorld) -> None:
-    world.beta.faults["/api/v1/namespaces/ml/services"] = stall(world.beta)
-    config = discoverer_config(world, api_timeout=1)
+def test_a_stalled_api_server_ends_within_the_api_deadline(k8s_world: K8sWorld) -> None:
+    k8s_world.beta.faults["/api/v1/namespaces/ml/services"] = stall(k8s_world.beta)
+    config = discoverer_config(k8s_world, api_timeout=1)
     config["clusters"] = config["clusters"][1:]
     started = time.monotonic()
     result, _ = run(config)
@@ -233,9 +216,9 @@ def test_a_stalled_api_server_ends_within_the_api_deadline(world: K8sWorld) -> N
 
 
 @pytest.mark.slow
-def test_a_wrong_token_is_a_401_failure_naming_the_credentials(world: K8sWorld) -> None:
-    world.alpha.token = "rotated"
-    config = discoverer_config(world)
+def test_a_wrong_token_is_a_401_failure_naming_the_credentials(k8s_world: K8sWorld) -> None:
+    k8s_world.alpha.token = "rotated"
+    config = discoverer_config(k8s_world)
     config["clusters"] = config["clusters"][:1]
     result, _ = run(config)
     assert [(f.item, f.kind) for f in result.failures] == [("prod", "unauthorized")]
@@ -255,9 +238,9 @@ def test_an_unreachable_api_server_fails_the_cluster(tmp_path: Path, refused_url
 
 
 @pytest.mark.slow
-def test_a_missing_kubeconfig_context_fails_the_cluster_with_the_reason(world: K8sWorld) -> None:
-    config = discoverer_config(world)
-    config["clusters"] = [{"name": "prod", "kubeconfig": str(world.alpha_kubeconfig), "context": "nope"}]
+def test_a_missing_kubeconfig_context_fails_the_cluster_with_the_reason(k8s_world: K8sWorld) -> None:
+    config = discoverer_config(k8s_world)
+    config["clusters"] = [{"name": "prod", "kubeconfig": str(k8s_world.alpha_kubeconfig), "context": "nope"}]
     result, _ = run(config)
     assert result.failures[0].item == "prod"
     assert result.failures[0].kind == "config"

@@ -4,7 +4,6 @@ example) against two fake clusters, real MLflow servers and the OpenMetadata sta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,8 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.k8s_world import K8sWorld, build_world
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.k8s_world import K8sWorld
+from testing.openmetadata import OpenMetadataStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "kubernetes.example.yaml"
@@ -23,30 +21,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def world(
-    tmp_path: Path,
-    mlflow_server: MlflowServer,
-    mlflow_auth_server: MlflowServer,
-    fake_mlflow: Callable[..., FakeServer],
-    tls_material: TlsMaterial,
-) -> Iterator[K8sWorld]:
-    web = fake_mlflow(status(200, b"<html><body>Welcome</body></html>", "text/html"))
-    w = build_world(tmp_path, mlflow_server, mlflow_auth_server, web, tls_material)
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-@pytest.fixture
 def config_path(
-    tmp_path: Path, world: K8sWorld, om_standin: OpenMetadataStandIn, om_token: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, k8s_world: K8sWorld, om_standin: OpenMetadataStandIn, om_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """The README's example as written; only what a test run must change is changed."""
     monkeypatch.setenv("OPENMETADATA_HOST", om_standin.base_url)
     monkeypatch.setenv("OPENMETADATA_JWT_TOKEN", om_token)
-    monkeypatch.setenv("PROD_KUBECONFIG", str(world.alpha_kubeconfig))
-    monkeypatch.setenv("RESEARCH_KUBECONFIG", str(world.beta_kubeconfig))
+    monkeypatch.setenv("PROD_KUBECONFIG", str(k8s_world.alpha_kubeconfig))
+    monkeypatch.setenv("RESEARCH_KUBECONFIG", str(k8s_world.beta_kubeconfig))
     config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     # Two CLI runs must share miss counts and scopes, and one miss is enough to show a delete.
     config["state"] = {"path": str(tmp_path / "state.json")}
@@ -69,14 +51,14 @@ def live(standin: OpenMetadataStandIn) -> dict[str, str]:
 
 
 def test_registers_exactly_the_mlflow_servers_with_reachable_uris_and_reports_the_rest(
-    world: K8sWorld, config_path: Path, om_standin: OpenMetadataStandIn, capsys: pytest.CaptureFixture[str]
+    k8s_world: K8sWorld, config_path: Path, om_standin: OpenMetadataStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, report = discover(capsys, config_path)
     assert code == 1, report  # partial failure: a non-MLflow Service and a namespace it may not list
-    assert live(om_standin) == world.expected_uris
+    assert live(om_standin) == k8s_world.expected_uris
     for name, entity in om_standin.services.items():
         assert entity["serviceType"] == "Mlflow", name
-        assert entity["connection"]["config"]["registryUri"] == world.expected_uris[name]
+        assert entity["connection"]["config"]["registryUri"] == k8s_world.expected_uris[name]
     reasons = {f["item"]: f for f in report["failures"]}
     assert set(reasons) == {"prod/team-a/web", "research/restricted"}
     assert "not an MLflow tracking server" in reasons["prod/team-a/web"]["reason"]
@@ -85,31 +67,31 @@ def test_registers_exactly_the_mlflow_servers_with_reachable_uris_and_reports_th
     assert "prod/team-a/old-mlflow: skipped, opted out" in notes
     assert "prod/team-c/custom: no Ingress or ExternalDNS hostname" in notes
     # Credentials read from the Secret never reach OpenMetadata or the report.
-    assert not om_standin.bodies_containing(str(world.secured.password))
-    assert str(world.secured.password) not in json.dumps(report)
+    assert not om_standin.bodies_containing(str(k8s_world.secured.password))
+    assert str(k8s_world.secured.password) not in json.dumps(report)
 
 
 def test_sync_deletes_a_removed_service_but_nothing_from_a_namespace_it_cannot_list(
-    world: K8sWorld, config_path: Path, om_standin: OpenMetadataStandIn, capsys: pytest.CaptureFixture[str]
+    k8s_world: K8sWorld, config_path: Path, om_standin: OpenMetadataStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert discover(capsys, config_path)[0] == 1
-    assert set(live(om_standin)) == set(world.expected_uris)
+    assert set(live(om_standin)) == set(k8s_world.expected_uris)
     # The Service behind one server is removed; the namespace of another can no longer be listed.
-    world.alpha.services = [s for s in world.alpha.services if s["metadata"]["name"] != "mlflow"]
-    world.beta.forbidden_namespaces.add("ml")
+    k8s_world.alpha.services = [s for s in k8s_world.alpha.services if s["metadata"]["name"] != "mlflow"]
+    k8s_world.beta.forbidden_namespaces.add("ml")
     code, report = discover(capsys, config_path)
     assert code == 1
-    assert set(live(om_standin)) == set(world.expected_uris) - {"mlflow-prod-team-a-mlflow"}
+    assert set(live(om_standin)) == set(k8s_world.expected_uris) - {"mlflow-prod-team-a-mlflow"}
     assert report["outcomes"]["deleted"] == 1
     assert "mlflow-research-ml-mlflow" in live(om_standin)
 
 
 def test_a_cluster_that_cannot_be_listed_deletes_nothing_found_there(
-    world: K8sWorld, config_path: Path, om_standin: OpenMetadataStandIn, capsys: pytest.CaptureFixture[str]
+    k8s_world: K8sWorld, config_path: Path, om_standin: OpenMetadataStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert discover(capsys, config_path)[0] == 1
     before = live(om_standin)
-    world.alpha.forbid_cluster_wide = True
+    k8s_world.alpha.forbid_cluster_wide = True
     code, report = discover(capsys, config_path)
     assert code == 1
     assert live(om_standin) == before

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from mlsvc_discover._errors import MappingError
 from mlsvc_discover.mapper import map_finding, map_findings, owner_tag_fqn, render_name
 from mlsvc_discover.sources.base import Finding, OwnerRef, PlatformKind, ServiceMetadata
-from tests.support.om_fixtures import schema_validator
+from testing.om_fixtures import schema_validator
 
 OWNER = owner_tag_fqn("mlsvc-discover", "test")
 

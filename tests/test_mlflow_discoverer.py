@@ -26,7 +26,7 @@ from mlsvc_discover.sources.mlflow import (
     redact_uri,
 )
 from mlsvc_discover.sources.registry import discoverer_class
-from tests.support.mlflow_fixtures import (
+from testing.mlflow_fixtures import (
     FakeServer,
     MlflowServer,
     TlsMaterial,

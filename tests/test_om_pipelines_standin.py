@@ -8,9 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_pipelines import PIPELINES_PATH
-from tests.support.om_standin import SERVICES_PATH, OpenMetadataStandIn, Principal
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import PIPELINES_PATH, SERVICES_PATH, OpenMetadataStandIn, Principal
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin, schema_validator
-from tests.support.om_standin import (
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin, schema_validator
+from testing.openmetadata import (
     NAME_PATTERN_MESSAGE,
     SECRET_MASK,
     FaultRule,
@@ -884,7 +884,7 @@ def test_64_concurrent_connections_are_served_in_parallel(om_standin: OpenMetada
 @pytest.mark.timeout(30)
 def test_standalone_mode_prints_base_url_and_serves() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.om_standin", "--port", "0", "--token", "demo"],
+        [sys.executable, "-m", "testing.openmetadata", "--port", "0", "--token", "demo"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

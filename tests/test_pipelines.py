@@ -22,7 +22,7 @@ from mlsvc_discover.pipelines import (
     pipeline_name,
 )
 from mlsvc_discover.report import Report
-from tests.support.om_pipelines import pipeline_validator
+from testing.openmetadata import pipeline_validator
 
 NAME = pipeline_name("mlsvc-discover", "t")
 ON = ResolvedIngestion(enabled=True)

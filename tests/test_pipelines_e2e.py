@@ -1,7 +1,7 @@
 """Ingestion pipelines end to end: `mlsvc-discover discover --once` against the stand-in's pipeline routes.
 
 The stand-in validates every pipeline body against the 2.0.7 ``CreateIngestionPipelineRequest``
-schema and behaves as upstream's ``IngestionPipelineResource`` does (``tests/support/om_pipelines.py``).
+schema and behaves as upstream's ``IngestionPipelineResource`` does (``testing/openmetadata/pipelines.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from mlsvc_discover.cli import main
 from mlsvc_discover.config import load_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
-from tests.support.om_pipelines import PIPELINES_PATH, pipeline_validator
-from tests.support.om_standin import SERVICES_PATH, FaultRule, OpenMetadataStandIn
+from testing.openmetadata import PIPELINES_PATH, SERVICES_PATH, FaultRule, OpenMetadataStandIn, pipeline_validator
 
 PIPELINE = "mlsvc-discover-pipe-metadata"
 OWNED = ["alpha", "beta.two", "gamma"]

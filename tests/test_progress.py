@@ -14,8 +14,8 @@ import os
 import re
 import select
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +23,17 @@ import yaml
 
 from mlsvc_discover._progress import ProgressLine, wanted
 from mlsvc_discover.sources.base import Progress
-from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like
-from tests.support.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like
+from testing.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import CLI
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 PROGRESS = re.compile(r"discovering: ")
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, om_standin: OpenMetadataStandIn) -> Path:
+def config_file(tmp_path: Path, om_standin: OpenMetadataStandIn) -> Iterator[Path]:
     servers = [FakeServer(mlflow_like()) for _ in range(3)]
     refused = f"http://127.0.0.1:{free_port()}"
     raw = {

@@ -175,8 +175,8 @@ def test_distinct_findings_never_silently_share_a_name(items: list[Finding]) -> 
         assert claimants == {(desired.request.serviceType, desired.key, desired.source)}
     # Nothing is dropped without a word: each finding is desired, or failed with a reason.
     reported = {(f.source, f.item) for f in result.failures}
-    for f, name in zip(items, names, strict=True):
-        assert (name is not None and name in result.desired) or (f.source, f.key) in reported
+    for f, named in zip(items, names, strict=True):
+        assert (named is not None and named in result.desired) or (f.source, f.key) in reported
 
 
 # --- tracking URIs and their credentials -------------------------------------------------------------
@@ -313,10 +313,10 @@ def test_a_plan_never_deletes_or_writes_what_it_does_not_own_and_deletes_only_un
     assert len(plan.delete) <= math.floor(args["max_delete_fraction"] * len(owned) + 1e-9)
 
     for change in plan.writes:
-        held = current.get(change.name)
+        written = current.get(change.name)
         assert change.name in args["desired"]
-        if held is not None:
-            assert OWNER in held.tag_fqns, "wrote over a service it does not own"
+        if written is not None:
+            assert OWNER in written.tag_fqns, "wrote over a service it does not own"
         assert change.body is not None
         assert OWNER in {t["tagFQN"] for t in change.body["tags"]}
     for change in plan.create:
@@ -324,6 +324,6 @@ def test_a_plan_never_deletes_or_writes_what_it_does_not_own_and_deletes_only_un
     if args["policy"] == "create-only":
         assert plan.update == ()
     for name in args["desired"]:
-        held = current.get(name)
-        if held is not None and OWNER not in held.tag_fqns:
+        present = current.get(name)
+        if present is not None and OWNER not in present.tag_fqns:
             assert name in {c.name for c in plan.conflicts}

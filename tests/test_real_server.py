@@ -21,8 +21,8 @@ from mlsvc_discover.config import parse_config
 from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import succeeded
 from mlsvc_discover.report import Report
-from tests.support.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal
+from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal
 
 MARKER = "mlsvc-discover.real"
 SERVICES = r"/mlmodelServices$"
@@ -158,6 +158,7 @@ def test_a_token_that_may_not_create_the_tag_gets_one_clear_message_with_the_com
         assert MARKER in report.fatal
         assert report.fatal_kind == "openmetadata_auth"
         assert not succeeded(report)
+    assert first.fatal is not None
     assert "curl -X PUT" in first.fatal
     assert "/v1/classifications" in first.fatal
     assert "/v1/tags" in first.fatal

@@ -23,7 +23,7 @@ from mlsvc_discover._errors import ConfigError
 from mlsvc_discover.config import parse_config
 from mlsvc_discover.sources.base import DiscoveryResult, Finding, PlatformKind, ScopeOutcome
 from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
-from tests.support.moto_fixtures import (
+from testing.moto_fixtures import (
     ACCOUNT_A,
     ACCOUNT_B,
     DEFAULT_ACCOUNT,

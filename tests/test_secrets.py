@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,14 +31,13 @@ from typing import Any
 import pytest
 import yaml
 
-from mlsvc_discover.cli import main
-from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like, redirect, status
-from tests.support.moto_fixtures import ACCOUNT_A, DEFAULT_ACCOUNT, AwsWorld, MotoServer, seed_models
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn, Principal
+from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like, redirect, status
+from testing.moto_fixtures import ACCOUNT_A, DEFAULT_ACCOUNT, AwsWorld, MotoServer, seed_models
+from testing.openmetadata import FaultRule, OpenMetadataStandIn, Principal
+from tests.helpers import CLI, http_get, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 
 OM_SECRET = "om-SECRET-token-5b1e9c2a"
 SECRETS = {
@@ -207,12 +205,6 @@ def world(
     return World(om_standin, config, tmp_path / "config.yaml", servers, refused_url.rstrip("/"))
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # --- one-shot commands --------------------------------------------------------------------------------
 
 
@@ -220,7 +212,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_discover_once_leaks_no_secret_in_output_logs_report_or_payloads(
     world: World, capsys: pytest.CaptureFixture[str], output: str
 ) -> None:
-    code, out, err = cli(capsys, "discover", "--once", "--config", str(world.write()), "--output", output)
+    code, out, err = run_cli(capsys, "discover", "--once", "--config", str(world.write()), "--output", output)
 
     assert code == 1, out + err  # the refused and the 401 URIs fail; everything else is applied
     assert "DEBUG" in err or '"level": "debug"' in err  # the logs were really at DEBUG
@@ -251,7 +243,9 @@ def test_discover_once_leaks_no_secret_in_output_logs_report_or_payloads(
 def test_dry_run_leaks_no_secret_and_masks_the_keys_it_would_send(
     world: World, capsys: pytest.CaptureFixture[str], output: str
 ) -> None:
-    code, out, err = cli(capsys, "discover", "--once", "--dry-run", "--config", str(world.write()), "--output", output)
+    code, out, err = run_cli(
+        capsys, "discover", "--once", "--dry-run", "--config", str(world.write()), "--output", output
+    )
 
     assert code == 1, out + err
     assert_no_secret(out, "dry-run stdout")
@@ -269,7 +263,7 @@ def test_dry_run_leaks_no_secret_and_masks_the_keys_it_would_send(
 def test_validate_config_prints_the_config_with_every_secret_redacted(
     world: World, capsys: pytest.CaptureFixture[str], output: str
 ) -> None:
-    code, out, err = cli(capsys, "validate-config", "--config", str(world.write()), "--output", output)
+    code, out, err = run_cli(capsys, "validate-config", "--config", str(world.write()), "--output", output)
 
     assert code == 0, err
     assert_no_secret(out, "validate-config stdout")
@@ -304,7 +298,7 @@ def test_error_paths_leak_no_secret(
         moved = fake_mlflow(redirect(lambda path: witness.url + path, 307))
         config = {**config, "openmetadata": {**config["openmetadata"], "host": moved.url + "/api"}}
 
-    code, out, err = cli(capsys, "discover", "--once", "--config", str(world.write(config)), "--output", "json")
+    code, out, err = run_cli(capsys, "discover", "--once", "--config", str(world.write(config)), "--output", "json")
 
     assert code == 1
     assert_no_secret(out, f"{fault} stdout")
@@ -353,7 +347,7 @@ def test_config_errors_never_echo_a_secret(
     change(config, secret)
     path = world.write(config)
     for args in (["discover", "--once"], ["validate-config"]):
-        code, out, err = cli(capsys, *args, "--config", str(path))
+        code, out, err = run_cli(capsys, *args, "--config", str(path))
         assert code == 2, out + err
         assert key in err
         assert_no_secret(out + err, f"config error of {args[0]}")
@@ -361,14 +355,6 @@ def test_config_errors_never_echo_a_secret(
 
 
 # --- the long-running agent as a real process ----------------------------------------------------------
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status), response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def _cycles(metrics: str) -> float:
@@ -403,7 +389,7 @@ def test_the_long_running_agent_with_debug_logs_leaks_no_secret_in_logs_or_metri
         while time.monotonic() < deadline:
             assert proc.poll() is None, stderr.read_text()
             try:
-                code, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+                code, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
             except (urllib.error.URLError, OSError):
                 code = 0
             if code == 200 and _cycles(metrics) >= 2:
@@ -411,8 +397,8 @@ def test_the_long_running_agent_with_debug_logs_leaks_no_secret_in_logs_or_metri
             time.sleep(0.2)
         else:
             pytest.fail(f"fewer than 2 cycles in 60 s:\n{stderr.read_text()[-3000:]}")
-        ready = _get(f"http://127.0.0.1:{port}/readyz")
-        health = _get(f"http://127.0.0.1:{port}/healthz")
+        ready = http_get(f"http://127.0.0.1:{port}/readyz")
+        health = http_get(f"http://127.0.0.1:{port}/healthz")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

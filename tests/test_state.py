@@ -8,13 +8,11 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from mlsvc_discover._errors import StateLockedError
@@ -24,10 +22,10 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.metrics import Metrics
 from mlsvc_discover.state import DeleteState, StateFile
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import CLI, write_config
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 OWNER_TAG = "mlsvc-discover.state-test"
 
 
@@ -45,12 +43,6 @@ def raw_config(standin: OpenMetadataStandIn, state: Path, **top: Any) -> dict[st
     }
     raw.update(top)
     return raw
-
-
-def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
 
 
 UNREADABLE: dict[str, bytes] = {
@@ -88,7 +80,9 @@ def test_an_unreadable_state_file_starts_fresh_with_a_warning_in_once_and_in_the
     daemon = Daemon(parse_config(raw, env={}))  # the long-running agent reads it at start
     assert daemon.agent.misses == {}
     assert daemon.agent.scopes == {}
-    code = main(["discover", "--once", "--config", str(write_config(tmp_path, raw)), "--output", "json"])
+    code = main(
+        ["discover", "--once", "--config", str(write_config(tmp_path / "config.yaml", raw)), "--output", "json"]
+    )
 
     assert code == 0, capsys.readouterr()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -121,7 +115,7 @@ def test_an_unwritable_state_path_under_sync_refuses_to_start_naming_the_path_an
     state.mkdir()
     raw = raw_config(om_standin, state)
 
-    code = main(["discover", "--once", "--config", str(write_config(tmp_path, raw))])
+    code = main(["discover", "--once", "--config", str(write_config(tmp_path / "config.yaml", raw))])
     err = capsys.readouterr().err
 
     assert code == 1
@@ -173,7 +167,7 @@ def test_an_unwritable_state_path_is_only_a_warning_when_the_policy_never_delete
     state.mkdir()
     raw = raw_config(om_standin, state, policy="upsert-only")
 
-    assert main(["discover", "--once", "--config", str(write_config(tmp_path, raw))]) == 0
+    assert main(["discover", "--once", "--config", str(write_config(tmp_path / "config.yaml", raw))]) == 0
     assert "sk-scoring" in om_standin.services
 
 
@@ -192,7 +186,7 @@ def test_a_second_agent_on_the_same_state_file_exits_3_with_a_clear_message_whil
     om_standin: OpenMetadataStandIn, tmp_path: Path
 ) -> None:
     state = tmp_path / "state.json"
-    config_path = write_config(tmp_path, raw_config(om_standin, state))
+    config_path = write_config(tmp_path / "config.yaml", raw_config(om_standin, state))
     log = tmp_path / "daemon.log"
     env = {**os.environ, "MLSVC_DISCOVER_LOG_LEVEL": "INFO"}
     with log.open("wb") as out:

@@ -20,10 +20,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,26 +35,18 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Readiness
 from mlsvc_discover.status import StatusBoard
-from tests.support.mlflow_fixtures import FakeServer, free_port, mlflow_like
-from tests.support.om_fixtures import OM_TOKEN, make_standin
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like
+from testing.om_fixtures import OM_TOKEN, make_standin
+from testing.openmetadata import OpenMetadataStandIn
+from tests.helpers import CLI, http_get_full
 
 pytestmark = pytest.mark.slow
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 OWNER = "status-test"
 OWNER_TAG = f"mlsvc-discover.{OWNER}"
 MLFLOW_PASSWORD = "mlflow-pw-Zq81-very-secret"
 URI_PASSWORD = "uri-pw-7Hk2"
 EVIL = 'evil<script>document.title="pwned"</script>&"'
-
-
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return int(r.status), dict(r.headers), r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
 
 
 @dataclass
@@ -146,7 +135,7 @@ def running_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningA
             if process.poll() is not None:
                 raise AssertionError(f"the agent exited with {process.returncode}:\n{log.read_text()}")
             try:
-                status, _, body = http_get(url + "/status.json", timeout=2)
+                status, _, body = http_get_full(url + "/status.json", timeout=2)
                 if status == 200 and json.loads(body)["last_cycle"] is not None:
                     break
             except OSError:
@@ -269,7 +258,7 @@ def test_the_filter_box_narrows_every_table_as_one_types(
 
 
 def test_without_javascript_the_filter_is_done_by_the_server(running_agent: RunningAgent) -> None:
-    status, headers, page = http_get(running_agent.url + "/status?q=static-taken")
+    status, headers, page = http_get_full(running_agent.url + "/status?q=static-taken")
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert "default-src 'none'" in headers["Content-Security-Policy"]
@@ -277,14 +266,14 @@ def test_without_javascript_the_filter_is_done_by_the_server(running_agent: Runn
     assert services.count('<tr class="svc">') == 1
     assert "static-taken" in services
     assert 'value="static-taken"' in page  # the box shows the filter in effect
-    status, _, body = http_get(running_agent.url + "/status.json?q=pending")
+    status, _, body = http_get_full(running_agent.url + "/status.json?q=pending")
     data = json.loads(body)
     assert [s["name"] for s in data["services"]] == ["mlflow-retired"]
     assert data["services"][0]["misses"] == 0
 
 
 def test_status_json_has_the_same_data_and_no_secret(running_agent: RunningAgent) -> None:
-    status, headers, body = http_get(running_agent.url + "/status.json")
+    status, headers, body = http_get_full(running_agent.url + "/status.json")
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     for secret in running_agent.secrets:
@@ -325,7 +314,7 @@ def test_the_status_page_can_be_turned_off(tmp_path: Path) -> None:
         port = server.start()
         try:
             for path in ("/status", "/status.json"):
-                status, _, body = http_get(f"http://127.0.0.1:{port}{path}")
+                status, _, body = http_get_full(f"http://127.0.0.1:{port}{path}")
                 assert status == 404
                 assert "/status" not in body
         finally:
@@ -377,7 +366,7 @@ def test_the_page_stays_usable_with_5000_services_and_says_how_long_it_takes(
     try:
         url = f"http://127.0.0.1:{port}/status"
         started = time.perf_counter()
-        _, _, page = http_get(url)
+        _, _, page = http_get_full(url)
         serve = time.perf_counter() - started
         started = time.perf_counter()
         chrome.get(url)
@@ -417,11 +406,11 @@ def test_the_health_server_answers_status_before_the_first_cycle_ends() -> None:
     server = HealthServer("127.0.0.1:0", Readiness(60, 3), CollectorRegistry(), status=board)
     port = server.start()
     try:
-        status, _, page = http_get(f"http://127.0.0.1:{port}/status")
+        status, _, page = http_get_full(f"http://127.0.0.1:{port}/status")
         assert status == 200
         assert "No cycle has finished yet." in page
         assert "A cycle is running" in page
-        status, _, body = http_get(f"http://127.0.0.1:{port}/status.json")
+        status, _, body = http_get_full(f"http://127.0.0.1:{port}/status.json")
         assert json.loads(body)["last_cycle"] is None
         assert json.loads(body)["cycle_in_flight"]["running_seconds"] >= 0
     finally:

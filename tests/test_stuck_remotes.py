@@ -1,7 +1,7 @@
 """Every wait has a bound: remotes that trickle or never answer cannot wedge, hide or outlive the agent.
 
 Each case runs the installed CLI as a real process against hostile loopback servers
-(``tests/support/hostile.py``): an AWS endpoint (the sagemaker discoverer's ``endpoint_url``)
+(``testing/hostile.py``): an AWS endpoint (the sagemaker discoverer's ``endpoint_url``)
 or an OpenMetadata that sends one byte per second or never answers. The per-call bounds of the
 AWS and OpenMetadata clients are deliberately configured huge here (``read_timeout: 1h``,
 ``timeout: 1h``), so what ends each run is the outer bound under test: the cycle deadline, or a
@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,11 +29,11 @@ from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import Liveness
-from tests.support.hostile import HostileServer, Mode
-from tests.support.om_fixtures import OM_TOKEN
-from tests.support.om_standin import FaultRule, OpenMetadataStandIn
+from testing.hostile import HostileServer, Mode
+from testing.om_fixtures import OM_TOKEN
+from testing.openmetadata import FaultRule, OpenMetadataStandIn
+from tests.helpers import CLI, http_get
 
-CLI = Path(sys.executable).parent / "mlsvc-discover"
 # Everything the process may take beyond the bound under test: start-up (imports, boto3),
 # closing, writing the report, on a loaded machine.
 SLACK = 8.0
@@ -154,17 +153,6 @@ def serve(servers: list[HostileServer], mode: Mode) -> HostileServer:
     server = HostileServer(mode).start()
     servers.append(server)
     return server
-
-
-def get(url: str) -> tuple[int, str]:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return int(r.status), r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 # --- the cycle deadline --------------------------------------------------------------------------
@@ -335,7 +323,7 @@ def test_a_signal_ends_the_long_running_agent_within_the_grace_period_whatever_t
     procs.append(agent)
     port = agent.port()
     agent.wait_for(lambda: remote.requests >= 1, "the remote to hold the cycle")
-    assert get(f"http://127.0.0.1:{port}/healthz") == (200, "ok\n")  # within its deadline: alive
+    assert http_get(f"http://127.0.0.1:{port}/healthz", timeout=10) == (200, "ok\n")  # within its deadline: alive
 
     agent.proc.send_signal(sig)
     signalled = time.monotonic()
@@ -365,8 +353,8 @@ def test_cycles_held_by_a_trickling_aws_endpoint_end_at_their_deadline_and_the_n
     port = agent.port()
 
     agent.wait_for(lambda: "cycle 3 " in agent.log, "three cycles", timeout=60)
-    status, body = get(f"http://127.0.0.1:{port}/healthz")
-    metrics = get(f"http://127.0.0.1:{port}/metrics")[1]
+    status, body = http_get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    metrics = http_get(f"http://127.0.0.1:{port}/metrics", timeout=10)[1]
     agent.proc.send_signal(signal.SIGTERM)
     code, _ = agent.wait(2 + SLACK)
 
@@ -413,8 +401,8 @@ def test_healthz_fails_with_a_reason_while_a_cycle_runs_past_its_deadline_plus_m
         while not done.is_set():
             if daemon.port:
                 try:
-                    status, body = get(f"http://127.0.0.1:{daemon.port}/healthz")
-                    metrics = get(f"http://127.0.0.1:{daemon.port}/metrics")[1]
+                    status, body = http_get(f"http://127.0.0.1:{daemon.port}/healthz", timeout=10)
+                    metrics = http_get(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10)[1]
                 except OSError:  # the endpoint closing at the end of the test
                     pass
                 else:

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from mlsvc_discover.cli import main
-from tests.support.om_standin import OpenMetadataStandIn
+from testing.openmetadata import OpenMetadataStandIn
 
 
 def run(capsys: pytest.CaptureFixture[str], path: Path, *flags: str) -> dict[str, Any]:
     code = main(["discover", "--once", "--config", str(path), "--output", "json", *flags])
-    report = json.loads(capsys.readouterr().out)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
     assert code == 0, report
     return report
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from bench.om_server import Behaviour, OmServerProcess
 from pydantic import SecretStr
 
+from bench.om_server import Behaviour, OmServerProcess
 from mlsvc_discover.config import OpenMetadataConfig
 from mlsvc_discover.openmetadata.client import OpenMetadataClient, WriteResult
 

@@ -256,17 +256,17 @@ class Simulation:
             self.clock.now = when
             item, ticket = payload  # type: ignore[misc]
             if kind == "retry":
-                retry.append(item)  # type: ignore[arg-type]
+                retry.append(item)
                 continue
             in_flight -= 1
             if kind == "drop":
                 self.drops += 1
-                self.limit.answered(ticket, "drop")  # type: ignore[arg-type]
+                self.limit.answered(ticket, "drop")
                 heapq.heappush(events, (self.clock.now + 1.0, next(seq), "retry", (item, None)))
             else:
                 at_server -= 1
                 done += 1
-                self.limit.answered(ticket, "ok")  # type: ignore[arg-type]
+                self.limit.answered(ticket, "ok")
             self.limits.append(self.limit.limit)
         return self.clock.now
 

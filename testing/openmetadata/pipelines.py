@@ -1,6 +1,6 @@
 """Ingestion pipeline routes of the OpenMetadata stand-in (``/api/v1/services/ingestionPipelines``).
 
-Plugged into :class:`tests.support.om_standin.OpenMetadataStandIn` by two hooks: its dispatch
+Plugged into :class:`testing.openmetadata.OpenMetadataStandIn` by two hooks: its dispatch
 hands every path under the pipelines route to :meth:`PipelineRoutes.dispatch`, and its service
 delete asks :meth:`PipelineRoutes.blocks_delete` (a service with a non-deleted pipeline is
 "not empty") and tells :meth:`PipelineRoutes.service_deleted` when a service goes. The contract
@@ -24,7 +24,7 @@ is ``docs/openmetadata-contract.md`` (Ingestion pipelines), read from upstream's
   ``DELETE /{id}?hardDelete=`` and ``DELETE /name/{fqn}``.
 
 Every request body is validated against the 2.0.7 ``CreateIngestionPipelineRequest`` schema and
-every pipeline in a response against ``IngestionPipeline`` (copies in ``tests/support/schemas``).
+every pipeline in a response against ``IngestionPipeline`` (copies in ``testing/openmetadata/schemas``).
 Each pipeline it answers with carries ``openMetadataServerConnection`` with the ingestion bot's
 JWT (``bot_jwt``), as upstream does. Options: ``client`` (``"airflow"``, ``"none"``: no pipeline
 service client, ``"unreachable"``) and ``deploy_error``. ``deploys``, ``redeploys`` and
@@ -45,25 +45,22 @@ from urllib.parse import unquote
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from tests.support.om_standin import (
+from testing.openmetadata._common import (
     INVALID_FORMAT,
     Principal,
     _ApiError,
     _bump,
     _Call,
-    _decode_cursor,
-    _encode_cursor,
     _InternalError,
     _now_ms,
     _Reply,
-    _request_error_message,
-    _schema_problem,
-    _Validator,
     fqn_of,
+    page_of,
 )
+from testing.openmetadata.schemas import _request_error_message, _schema_problem, _Validator
 
 if TYPE_CHECKING:
-    from tests.support.om_standin import OpenMetadataStandIn
+    from testing.openmetadata.server import OpenMetadataStandIn
 
 __all__ = ["PIPELINES_PATH", "SCHEMAS", "PipelineRoutes", "pipeline_validator"]
 
@@ -97,7 +94,7 @@ Entity = dict[str, Any]
 
 @cache
 def pipeline_validator(name: str) -> Any:
-    """Validator of ``tests/support/schemas/<name>.schema.json`` (refs resolved, not inlined)."""
+    """Validator of ``testing/openmetadata/schemas/<name>.schema.json`` (refs resolved, not inlined)."""
     schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text(encoding="utf-8"))
     return _Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
@@ -430,23 +427,8 @@ class PipelineRoutes:
 
         with self.standin._lock:
             matching = sorted((p for p in self._store.values() if keep(p)), key=lambda p: p["fullyQualifiedName"])
-            total = len(matching)
-            start, stop = 0, limit
-            if "after" in query:
-                after = _decode_cursor(query["after"])
-                start = next((i for i, p in enumerate(matching) if p["fullyQualifiedName"] > after), total)
-                stop = start + limit
-            elif "before" in query:
-                before = _decode_cursor(query["before"])
-                stop = next((i for i, p in enumerate(matching) if p["fullyQualifiedName"] >= before), total)
-                start = max(0, stop - limit)
-            page = matching[start:stop]
+            page, paging = page_of(matching, "fullyQualifiedName", query, limit)
             data = [self._render(p, fields=fields) for p in page]
-        paging: dict[str, Any] = {"total": total}
-        if page and start > 0:
-            paging["before"] = _encode_cursor(page[0]["fullyQualifiedName"])
-        if page and start + len(page) < total:
-            paging["after"] = _encode_cursor(page[-1]["fullyQualifiedName"])
         return _Reply(200, {"data": data, "paging": paging})
 
     def _one(self, call: _Call, principal: Principal, key: str | None, shown: str) -> _Reply:

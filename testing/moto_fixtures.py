@@ -1,7 +1,7 @@
 """A real ``moto_server`` on loopback, a seeded two-account AWS world, and a fault-injecting proxy.
 
 ``moto_server`` (session scope) starts one moto process (moto's server app behind
-:mod:`tests.support.aws_fake`, which adds SageMaker's managed MLflow calls, refused roles and
+:mod:`testing.aws_fake`, which adds SageMaker's managed MLflow calls, refused roles and
 faults, driven with :meth:`MotoServer.fake`) and points the AWS environment of the
 test session at throw-away credentials and config files, so neither the developer's own AWS
 files nor instance metadata are ever read. ``aws_world`` (function scope) resets moto and seeds
@@ -105,8 +105,8 @@ class MotoServer:
         self.post("/moto-api/reset")
 
     def fake(self, command: str, **body: Any) -> Any:
-        """Drive the fake in front of moto (see :class:`tests.support.aws_fake.FakeControl`)."""
-        from tests.support.aws_fake import control
+        """Drive the fake in front of moto (see :class:`testing.aws_fake.FakeControl`)."""
+        from testing.aws_fake import control
 
         return control(self.url, command, body)
 
@@ -212,11 +212,11 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         started = time.monotonic()
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.aws_fake", "--port", str(port)],
+                [sys.executable, "-m", "testing.aws_fake", "--port", str(port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ),
-                cwd=Path(__file__).resolve().parents[2],
+                cwd=Path(__file__).resolve().parents[1],
             )
         try:
             _wait_until_up(url, process, log)

@@ -3,6 +3,8 @@
 - ``trickle``: answers every request with a valid-looking HTTP/1.1 200 whose bytes (status
   line, headers and a long body) arrive one per ``interval`` seconds. Every read succeeds
   within any per-read timeout, so only a total deadline ends the request.
+- ``trickle_body``: the same, but the status line and headers arrive at once, then the body
+  one byte per ``interval``.
 - ``never``: accepts the connection, reads the request and never answers.
 
 Both work as ``openmetadata.host`` (``url + "/api"``) and as the ``endpoint_url`` of the
@@ -23,7 +25,7 @@ from typing import Literal
 
 __all__ = ["HostileServer", "Mode"]
 
-Mode = Literal["trickle", "never"]
+Mode = Literal["trickle", "trickle_body", "never"]
 
 _BODY_BYTES = 1_000_000
 
@@ -129,9 +131,13 @@ class HostileServer:
             if self.mode == "never":
                 self._closed.wait()
                 return
-            answer = (
+            head = (
                 f"HTTP/1.1 200 OK\r\nContent-Type: {self.content_type}\r\nContent-Length: {_BODY_BYTES}\r\n\r\n"
-            ).encode() + b" " * _BODY_BYTES
+            ).encode()
+            answer = head + b" " * _BODY_BYTES
+            if self.mode == "trickle_body":
+                conn.sendall(head)
+                answer = answer[len(head) :]
             for i in range(len(answer)):
                 if self._closed.wait(self.interval if i else 0):
                     return

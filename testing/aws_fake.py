@@ -1,6 +1,6 @@
 """moto's server app with what moto lacks in front of it: SageMaker's managed MLflow, refused roles, faults.
 
-``python -m tests.support.aws_fake --port N`` serves one loopback HTTP server: every request
+``python -m testing.aws_fake --port N`` serves one loopback HTTP server: every request
 goes to moto's own server app (the one ``moto_server`` runs) except
 
 - SageMaker's MLflow calls (``X-Amz-Target: SageMaker.ListMlflowTrackingServers`` and the
@@ -358,7 +358,8 @@ class AwsFake:
         from moto.iam.models import iam_backends
 
         arn = (form.get("RoleArn") or [""])[0]
-        external_id = (form.get("ExternalId") or [None])[0]
+        external_ids = form.get("ExternalId")
+        external_id = external_ids[0] if external_ids else None
         parts = arn.split(":")
         denied = (
             f"User: arn:aws:iam::{caller}:user/caller is not authorized to perform: sts:AssumeRole on resource: {arn}"

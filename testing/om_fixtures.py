@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.om_standin import OpenMetadataStandIn, Principal, schema_validator
+from testing.openmetadata import OpenMetadataStandIn, Principal, schema_validator
 
 __all__ = [
     "OM_BOT_NAME",

@@ -16,14 +16,16 @@ cluster ``research`` (``world.beta``; TLS API, namespaces listed one by one, con
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from tests.support.fake_k8s import FakeCluster, ingress, service
-from tests.support.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial
+from testing.fake_k8s import FakeCluster, ingress, service
+from testing.mlflow_fixtures import FakeServer, MlflowServer, TlsMaterial, status
 
 COMMUNITY = {"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": "mlflow", "app": "mlflow"}
 BITNAMI = {
@@ -141,3 +143,19 @@ def discoverer_config(world: K8sWorld, **overrides: Any) -> dict[str, Any]:
         "timeout": 10,
         **overrides,
     }
+
+
+@pytest.fixture
+def k8s_world(
+    tmp_path: Path,
+    mlflow_server: MlflowServer,
+    mlflow_auth_server: MlflowServer,
+    fake_mlflow: Callable[..., FakeServer],
+    tls_material: TlsMaterial,
+) -> Iterator[K8sWorld]:
+    web = fake_mlflow(status(200, b"<html><body>Welcome</body></html>", "text/html"))
+    w = build_world(tmp_path, mlflow_server, mlflow_auth_server, web, tls_material)
+    try:
+        yield w
+    finally:
+        w.stop()
