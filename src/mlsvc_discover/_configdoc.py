@@ -85,7 +85,7 @@ def _rows(model: type[BaseModel], prefix: str, seen: set[type[BaseModel]]) -> It
 
 def render() -> str:
     from mlsvc_discover.config import AgentConfig
-    from mlsvc_discover.sources.registry import available, discoverer_class
+    from mlsvc_discover.discoverers.registry import available, discoverer_class
 
     header = "| key | type | default | description |\n|---|---|---|---|"
     parts = [START, "", "### Agent", "", header]

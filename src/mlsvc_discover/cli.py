@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _validate_config(config: AgentConfig, output: str) -> int:
-    from mlsvc_discover.controller import describe
+    from mlsvc_discover.agent import describe
 
     data = describe(config)
     if output == "json":
@@ -86,7 +86,7 @@ def _validate_config(config: AgentConfig, output: str) -> int:
 
 async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:  # noqa: PLR0912, PLR0915 - the --once runner: signals, grace period, watchdog and state lock in one readable sequence
     from mlsvc_discover._progress import ProgressLine, wanted
-    from mlsvc_discover.controller import Agent
+    from mlsvc_discover.agent import Agent
 
     loop = asyncio.get_running_loop()
     grace = config.schedule.grace_period
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mlsvc-discover: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from mlsvc_discover.controller import config_secrets
+    from mlsvc_discover.agent import config_secrets
 
     # The configured format and secrets from here on: the long-running mode sets up its own
     # logging only once its agent exists, and lines logged before (asyncio, APScheduler's

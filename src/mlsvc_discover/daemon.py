@@ -46,8 +46,8 @@ from mlsvc_discover._errors import ConfigError, StateError, StateLockedError
 from mlsvc_discover._exit import EXIT_CANNOT_SERVE, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
 from mlsvc_discover._logging import add_secrets, configure_logging, redact
 from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, run
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import AgentConfig, ScheduleConfig, load_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import Metrics, succeeded
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Liveness, Readiness
@@ -408,7 +408,7 @@ class Daemon:
             src = f"{f.source}: " if f.source else ""
             log.warning("cycle %d: [%s] %s%s: %s", number, f.stage, src, f.item, self._redact(f.reason))
         if report.plan is not None:
-            for why in sorted({c.reason for c in report.plan.skipped}):
+            for why in sorted({c.reason for c in report.plan.held}):
                 log.warning("cycle %d: held back: %s", number, why)
 
 
