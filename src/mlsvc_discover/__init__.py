@@ -1,7 +1,7 @@
 """mlsvc-discover: keep OpenMetadata's ML model services in step with MLflow and SageMaker.
 
 The public API is small and re-exported here; everything else is private and may change.
-Heavy modules (botocore, the controller) are imported lazily so that ``import mlsvc_discover``
+Heavy modules (botocore, the agent) are imported lazily so that ``import mlsvc_discover``
 and the CLI start fast.
 """
 

@@ -1,4 +1,4 @@
-"""The controller: one :meth:`Agent.run_once` behind ``--once``, ``--dry-run`` and the daemon.
+"""The agent: one :meth:`Agent.run_once` behind ``--once``, ``--dry-run`` and the daemon.
 
 discover (all discoverers concurrently) -> map -> read OpenMetadata -> plan -> apply -> report.
 

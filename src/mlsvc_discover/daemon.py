@@ -10,7 +10,7 @@ Guarantees, each tested:
   :meth:`Agent.run_once`) never stops the process: it is logged, counted, and the next cycle
   runs on time;
 - on SIGTERM/SIGINT the cycle in flight stops after the write it is doing (the ``stop`` event
-  the controller checks between writes), gets ``schedule.grace_period`` to get there, and the
+  the agent checks between writes), gets ``schedule.grace_period`` to get there, and the
   services it did and did not apply are logged; the exit code is 0 either way, because
   stopping on request is not a failure and the next run reconciles whatever was left. A
   second signal cuts the grace period short, and the process is gone
@@ -18,7 +18,7 @@ Guarantees, each tested:
 - SIGHUP re-reads the config file (the Prometheus convention): a valid one replaces the running
   config before the next cycle, an invalid one is logged with its reason and the running
   config stays; the process never stops for it;
-- every cycle ends at ``cycle_timeout`` (the controller enforces it); ``/healthz`` fails when
+- every cycle ends at ``cycle_timeout`` (the agent enforces it); ``/healthz`` fails when
   one is still in flight ``server.liveness_margin`` later, so an orchestrator restarts a
   wedged agent;
 - the state file is locked for the life of the process: a second agent on the same

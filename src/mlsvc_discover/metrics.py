@@ -63,7 +63,7 @@ def succeeded(report: Report) -> bool:
 
 
 def fatal_kind(report: Report) -> str | None:
-    """A low-cardinality kind for ``report.fatal``, as the controller classified it."""
+    """A low-cardinality kind for ``report.fatal``, as the agent classified it."""
     if report.fatal is None:
         return None
     return report.fatal_kind or "openmetadata_unavailable"

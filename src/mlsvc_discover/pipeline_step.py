@@ -1,6 +1,6 @@
 """The ingestion pipeline step of a cycle: plan after the service plan, delete before, write after.
 
-The controller calls three things: :meth:`PipelineStep.plan` (reads only, also in a dry run),
+The agent calls three things: :meth:`PipelineStep.plan` (reads only, also in a dry run),
 :meth:`PipelineStep.delete` before the service writes and deletes (a service that still has a
 pipeline cannot be deleted), and :meth:`PipelineStep.write` after them (a new service's id is
 needed for its pipeline). Failures stay local: each becomes a ``pipeline`` failure of its

@@ -3,6 +3,10 @@
 Failures are collected, never raised: one bad URI or account never hides the others. The
 report decides the exit code of ``discover --once``: 0 when everything worked, 1 when anything
 failed (the rest was applied).
+
+Words (README "Vocabulary"): a :class:`CycleFailure` is one failure of the cycle at a stage;
+a discoverer's deliberately left-out items are *ignored* (not failures); plan changes the policy
+holds back are *held* (action ``hold``); *skipped* is only the daemon's overlapping cycle.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ _log = logging.getLogger(__name__)
 class Progress:
     """How far one discoverer's run is: ``done`` of ``total`` units (``unit``: scopes, accounts).
 
-    ``finished`` marks the end of the run (sent by the controller, with the run's failure count;
+    ``finished`` marks the end of the run (sent by the agent, with the run's failure count;
     ``done`` and ``total`` are 0 then when the discoverer never reported progress).
     """
 
