@@ -92,7 +92,7 @@ _LAZY = {
     "DiscoveryResult": "mlsvc_discover.discoverers.base",
     "Finding": "mlsvc_discover.discoverers.base",
     "ItemFailure": "mlsvc_discover.discoverers.base",
-    "ServiceType": "mlsvc_discover.discoverers.base",
+    "ServiceType": "mlsvc_discover.openmetadata.models",
     "ScopeOutcome": "mlsvc_discover.discoverers.base",
     "ServiceMetadata": "mlsvc_discover.discoverers.base",
 }
