@@ -40,9 +40,9 @@ if TYPE_CHECKING:
         ItemFailure,
         ScopeOutcome,
         ServiceMetadata,
-        ServiceType,
     )
     from mlsvc_discover.mapper import DesiredService, map_findings
+    from mlsvc_discover.openmetadata.models import ServiceType
     from mlsvc_discover.plan import Change, Plan, compute_plan
     from mlsvc_discover.report import Report
 
