@@ -183,6 +183,16 @@ def test_create_only_skips_updates() -> None:
     assert [c.name for c in plan.held] == ["a"]
 
 
+def test_a_create_only_difference_is_held_with_action_hold_and_code_in_the_plan_json() -> None:
+    plan = compute_plan(
+        by_name(desired("a", "http://new:1")), by_name(held("a")), owner_tag=OWNER, policy="create-only"
+    )
+    assert [(c.action, c.code) for c in plan.held] == [("hold", "create_only")]
+    out = plan.to_dict()
+    assert [c["action"] for c in out["held"]] == ["hold"]
+    assert "skipped" not in out
+
+
 def _sync(prev_misses: dict[str, int], ok: bool = True, **kw: Any) -> Any:
     scope = ("mlflow", "ml")
     current = by_name(*(held(f"s{i}", f"http://h:{i}") for i in range(10)))

@@ -139,7 +139,7 @@ class Metrics:
         # --- for the dashboard and alert rules in config/ (issue 13) ---------------------------
         self.conflicts = Gauge(
             "mlsvc_discover_conflicts",
-            "Services in conflict in the last cycle: the desired name is held by a service without this agent's tag.",
+            "Services in conflict in the last cycle: the desired name is taken by a service without this agent's tag.",
             registry=registry,
         )
         self.plan_changes = Gauge(

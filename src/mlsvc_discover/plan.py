@@ -3,7 +3,7 @@
 Ownership. A service belongs to this agent when it carries the tag
 ``<ownership_classification>.<owner_id>`` (see :func:`mlsvc_discover.mapper.owner_tag_fqn`).
 The tag lives in OpenMetadata, so ownership survives restarts and fresh containers. A desired
-name held by a service without the tag is a *conflict*: reported, never written.
+name taken by a service without the tag is a *conflict*: reported, never written.
 
 Field ownership. The agent manages the connection keys it sets and the marker tag always, and
 displayName, description, owners, domains and tags only when config sets them. The plan follows
