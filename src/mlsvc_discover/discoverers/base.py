@@ -168,7 +168,11 @@ class ScopeOutcome:
 
 @dataclass(frozen=True)
 class ItemFailure:
-    """One item (a URI, an account, a region) that could not be discovered, with its reason."""
+    """One item (a URI, an account, a region) and why: one that could not be discovered (in
+    ``DiscoveryResult.failures``, or the mapper's) or one left out on purpose (in ``ignored``).
+
+    It has no stage; the agent records each failure in the report as a ``CycleFailure`` with one.
+    """
 
     source: str
     item: str
