@@ -36,10 +36,10 @@ import httpx
 import yaml
 
 import mlsvc_discover.k8s.api  # noqa: F401  (imports before the timers, for every approach)
+from mlsvc_discover.discoverers.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
 from mlsvc_discover.k8s.endpoints import choose_endpoint, ingress_routes
 from mlsvc_discover.k8s.selectors import parse_selector
 from mlsvc_discover.mlflow_probe import MlflowProber, ProbeSettings, ProbeTarget
-from mlsvc_discover.sources.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
 from testing.fake_k8s import FakeCluster, ingress, service
 from testing.mlflow_fixtures import FakeServer, mlflow_like
 

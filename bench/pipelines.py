@@ -24,8 +24,8 @@ import httpx
 import yaml
 
 from bench.servers import REPO_ROOT
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import load_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.ingestion import ResolvedIngestion
 from mlsvc_discover.pipelines import desired_body, pipeline_name
 

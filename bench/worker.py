@@ -66,7 +66,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def _warm_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
     """One Agent, as the long-running daemon: its first cycle, then ``runs`` more; (report, wall, cpu)."""
-    from mlsvc_discover.controller import Agent
+    from mlsvc_discover.agent import Agent
 
     async def all_cycles() -> list[tuple[Any, float, float]]:
         out = []
@@ -82,7 +82,7 @@ def _warm_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
 
 def _dry_cycles(config: Any, runs: int) -> list[tuple[Any, float, float]]:
     """``runs`` dry-run cycles, each by a fresh Agent (as a cold ``--once`` run): (report, wall, cpu)."""
-    from mlsvc_discover.controller import Agent
+    from mlsvc_discover.agent import Agent
 
     async def cycle(agent: Agent) -> Any:
         async with agent:
@@ -327,8 +327,8 @@ def _catalog_config(task: dict[str, Any], host: str) -> dict[str, Any]:
 def catalog_agent(task: dict[str, Any]) -> dict[str, Any]:
     """Cycle 1 writes n new services into an empty stand-in; cycle 2 (same agent) changes nothing."""
     from bench.servers import StandInProcess
+    from mlsvc_discover.agent import Agent
     from mlsvc_discover.config import parse_config
-    from mlsvc_discover.controller import Agent
 
     standin = StandInProcess(bulk=task["bulk"], latency=task["latency"], token=TOKEN)
     runs = []
@@ -377,8 +377,8 @@ def catalog_agent(task: dict[str, Any]) -> dict[str, Any]:
 def catalog_bodies(n: int) -> list[dict[str, Any]]:
     """The exact create bodies the agent sends for the static estate (same mapper, same tag)."""
     from mlsvc_discover.config import parse_config
+    from mlsvc_discover.discoverers.static import StaticDiscoverer, StaticDiscovererConfig
     from mlsvc_discover.mapper import map_findings, owner_tag_fqn
-    from mlsvc_discover.sources.static import StaticDiscoverer, StaticDiscovererConfig
 
     config = parse_config(_catalog_config({"n": n}, "http://127.0.0.1:1/api"), env={})
     d = config.discoverers[0]
@@ -423,8 +423,8 @@ def writes_agent(task: dict[str, Any]) -> dict[str, Any]:
     The write limit is sampled every 20 ms from the agent's client while cycle 1 runs.
     """
     from bench.om_server import Behaviour, OmServerProcess
+    from mlsvc_discover.agent import Agent
     from mlsvc_discover.config import parse_config
-    from mlsvc_discover.controller import Agent
 
     server = OmServerProcess(Behaviour(**task["behaviour"]), token=TOKEN)
     runs = []
@@ -526,8 +526,8 @@ def long_running(task: dict[str, Any]) -> dict[str, Any]:
     inside a cycle and the sample is taken from outside, as a container runtime would.
     """
     from bench.servers import StandInProcess
+    from mlsvc_discover.agent import Agent
     from mlsvc_discover.config import parse_config
-    from mlsvc_discover.controller import Agent
 
     standin = StandInProcess(bulk=True, latency=0.0, token=TOKEN)
     checkpoints = set(task["checkpoints"])

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.cli import main
 from mlsvc_discover.config import AgentConfig, parse_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.report import Report
 from testing.om_fixtures import OM_TOKEN

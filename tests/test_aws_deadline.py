@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from mlsvc_discover.sources.base import DiscoveryResult
-from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+from mlsvc_discover.discoverers.base import DiscoveryResult
+from mlsvc_discover.discoverers.sagemaker import SageMakerConfig, SageMakerDiscoverer
 from testing.hostile import HostileServer, Mode
 from testing.mlflow_fixtures import TlsMaterial
 
@@ -123,7 +123,7 @@ def test_a_call_in_flight_never_keeps_the_process_alive(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import asyncio, json, sys, time
-        from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+        from mlsvc_discover.discoverers.sagemaker import SageMakerConfig, SageMakerDiscoverer
 
         cfg = SageMakerConfig.model_validate({{
             "type": "sagemaker", "name": "sm", "regions": ["us-east-1"], "endpoint_url": {server.url!r},

@@ -20,8 +20,8 @@ import yaml
 from mlsvc_discover.aws.fleet import AwsFleet
 from mlsvc_discover.aws.session import AwsClients
 from mlsvc_discover.cli import main
-from mlsvc_discover.sources.base import DiscoveryResult, Finding, PlatformKind, ScopeOutcome
-from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+from mlsvc_discover.discoverers.base import DiscoveryResult, Finding, ScopeOutcome, ServiceType
+from mlsvc_discover.discoverers.sagemaker import SageMakerConfig, SageMakerDiscoverer
 from testing.moto_fixtures import DEFAULT_ACCOUNT, MotoServer, seed_models
 from testing.openmetadata import OpenMetadataStandIn
 
@@ -164,7 +164,7 @@ def accounts_looked_at(result: DiscoveryResult) -> set[str]:
 
 
 def mlflow_findings(result: DiscoveryResult) -> dict[str, Finding]:
-    return {f.key: f for f in result.findings if f.kind is PlatformKind.MLFLOW}
+    return {f.key: f for f in result.findings if f.kind is ServiceType.MLFLOW}
 
 
 def test_every_active_account_is_reached_and_exactly_the_present_managed_mlflow_is_found(org_world: Org) -> None:
@@ -199,7 +199,7 @@ def test_every_active_account_is_reached_and_exactly_the_present_managed_mlflow_
     assert found[org.arns["paused"]].labels["status"] == "Stopped"
     assert found[org.arns["team-a-app"]].attributes["resource"] == "app"
 
-    usage = {f.key for f in result.findings if f.kind is PlatformKind.SAGEMAKER}
+    usage = {f.key for f in result.findings if f.kind is ServiceType.SAGEMAKER}
     assert usage == {f"{ids['A1']}/us-east-1"}
     assert org.moto.fake("stats")["violations"] == []
 
@@ -233,7 +233,7 @@ def test_explicit_accounts_and_organization_accounts_combine_and_explicit_wins(o
     a1 = mlflow_findings(result)[org.arns["team-a"]]
     assert a1.labels["k"] == "v"  # reached through the explicit entry, not the organization's
     assert org.arns["team-a-app"] not in mlflow_findings(result)  # the explicit entry has only us-east-1
-    assert not result.skipped
+    assert not result.ignored
 
 
 def test_organization_that_cannot_be_listed_fails_the_root_and_explicit_accounts_still_register(
@@ -416,10 +416,10 @@ def test_sagemaker_usage_and_managed_mlflow_switch_independently(org_world: Org)
     a1 = org.accounts["A1"]
     only_mlflow = {**org_config(org, include_accounts=[a1]), "sagemaker_usage": False}
     (result,) = discover(only_mlflow)
-    assert {f.kind for f in result.findings} == {PlatformKind.MLFLOW}
+    assert {f.kind for f in result.findings} == {ServiceType.MLFLOW}
     only_usage = {**org_config(org, include_accounts=[a1]), "managed_mlflow": {"enabled": False}}
     (result,) = discover(only_usage)
-    assert {f.kind for f in result.findings} == {PlatformKind.SAGEMAKER}
+    assert {f.kind for f in result.findings} == {ServiceType.SAGEMAKER}
     calls = org.moto.fake("stats")["calls"]
     assert calls.get(f"SageMaker.ListModels {a1} us-east-1") == 1  # only the second run listed models
 

@@ -28,7 +28,7 @@ from mlsvc_discover.aws.organization import (
     partition_of_region,
     select,
 )
-from mlsvc_discover.sources.sagemaker import USAGE_OPERATIONS, SageMakerConfig
+from mlsvc_discover.discoverers.sagemaker import USAGE_OPERATIONS, SageMakerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"sts": "sts", "organizations": "organizations", "sagemaker": "sagemaker", "ec2": "ec2"}
@@ -57,7 +57,7 @@ def operations_called_by_the_code() -> set[str]:
     # Only the modules that hold botocore clients: elsewhere a word like "search" (an HTML input
     # type on the status page) is not an AWS operation.
     package = ROOT / "src" / "mlsvc_discover"
-    aws_modules = [*(package / "aws").rglob("*.py"), *(package / "sources").glob("sagemaker*.py")]
+    aws_modules = [*(package / "aws").rglob("*.py"), *(package / "discoverers").glob("sagemaker*.py")]
     for path in aws_modules:
         for literal in re.findall(r"[\"']([A-Za-z][A-Za-z0-9_]+)[\"']", path.read_text(encoding="utf-8")):
             called |= by_name.get(literal, set())

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import ScheduleConfig
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import DEFAULT_INTERVAL, Daemon, build_trigger, crontab_weekdays, serve
 from mlsvc_discover.report import Report
 from testing.mlflow_fixtures import FakeServer, MlflowServer, mlflow_like
@@ -203,8 +203,8 @@ def test_sync_deletes_nothing_past_max_delete_fraction_and_the_report_and_metric
         assert report.plan is not None
         if n == 2:
             assert report.plan.delete == ()
-            assert {c.name for c in report.plan.skipped} == {svc_name(u) for u in urls[1:]}
-            assert all("max_delete_fraction 0.5" in c.reason for c in report.plan.skipped)
+            assert {c.name for c in report.plan.held} == {svc_name(u) for u in urls[1:]}
+            assert all("max_delete_fraction 0.5" in c.reason for c in report.plan.held)
             write_uris(uris_file, *urls[:3])  # now only one is gone: within the fraction
             return False
         assert [c.name for c in report.plan.delete] == [svc_name(urls[3])]

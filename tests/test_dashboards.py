@@ -121,7 +121,7 @@ def metrics_text() -> str:
         def step(n: int, report: Report, daemon: Daemon) -> bool:
             assert report.plan is not None
             assert [c.name for c in report.plan.conflicts] == ["taken"]
-            assert {c.code for c in report.plan.skipped} == {"max_delete_fraction"}
+            assert {c.code for c in report.plan.held} == {"max_delete_fraction"}
             assert any(f.kind == "http_404" for f in report.failures), report.failures
             status, body = http_get(f"http://127.0.0.1:{daemon.port}/metrics")
             assert status == 200
@@ -206,13 +206,13 @@ def test_the_new_metrics_count_what_the_cycle_did(metrics_text: str) -> None:
     assert values[("mlsvc_discover_conflicts", ())] == 1
     assert values[("mlsvc_discover_plan_changes", (("action", "conflict"), ("discoverer", "fleet")))] == 1
     assert values[("mlsvc_discover_plan_changes", (("action", "create"), ("discoverer", "fleet")))] == 2
-    # The two owned services nobody found: their deletion was held back (skip), by their last known owner.
-    skipped = sum(
+    # The two owned services nobody found: their deletion was held back (action "hold"), by their last known owner.
+    held = sum(
         v
         for (name, labels), v in values.items()
-        if name == "mlsvc_discover_plan_changes" and ("action", "skip") in labels
+        if name == "mlsvc_discover_plan_changes" and ("action", "hold") in labels
     )
-    assert skipped == 2
+    assert held == 2
     assert values[("mlsvc_discover_write_failures_total", (("discoverer", "fleet"), ("kind", "http_404")))] == 1
     assert values[("mlsvc_discover_deletions_total", (("reason", "blocked_max_fraction"),))] == 2
     assert values[("mlsvc_discover_schedule_interval_seconds", ())] == 3600

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import AgentConfig, parse_config
-from mlsvc_discover.controller import Agent
-from mlsvc_discover.report import Failure, Report
+from mlsvc_discover.report import CycleFailure, Report
 from testing.mlflow_fixtures import (
     FakeServer,
     MlflowServer,
@@ -110,7 +110,7 @@ def live(standin: OpenMetadataStandIn) -> set[str]:
     }
 
 
-def failures_by_item(report: Report) -> dict[str, Failure]:
+def failures_by_item(report: Report) -> dict[str, CycleFailure]:
     return {f.item: f for f in report.failures}
 
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import AgentConfig, parse_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import serve
 from mlsvc_discover.report import Report
 from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN

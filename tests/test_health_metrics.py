@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.metrics import WRITE_OUTCOMES, Metrics, fatal_kind, succeeded
-from mlsvc_discover.report import DiscovererStats, Failure, Report
+from mlsvc_discover.report import CycleFailure, DiscovererStats, Report
 from mlsvc_discover.server import HealthServer, Readiness, parse_address
 from testing.mlflow_fixtures import FakeServer, mlflow_like
 from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN
@@ -202,10 +202,10 @@ def test_observe_counts_outcomes_findings_and_failures_with_only_name_and_kind_l
     report.discoverers["mlflow"] = DiscovererStats(findings=7)
     report.outcomes.update(created=2, unchanged=5, failed=1)
     report.failures += [
-        Failure("discover", "http://user:***@10.0.0.1:5000", "connection refused", "mlflow", "unreachable"),
-        Failure("delete", "svc", "HTTP 500", None, "error"),
-        Failure("write", "svc", "HTTP 400", "mlflow", "Weird Kind: with text s3cret"),
-        Failure("discover", "x", "why", "not a name!", "error"),
+        CycleFailure("discover", "http://user:***@10.0.0.1:5000", "connection refused", "mlflow", "unreachable"),
+        CycleFailure("delete", "svc", "HTTP 500", None, "error"),
+        CycleFailure("write", "svc", "HTTP 400", "mlflow", "Weird Kind: with text s3cret"),
+        CycleFailure("discover", "x", "why", "not a name!", "error"),
     ]
     metrics.observe(report)
     m = samples(generate_latest(metrics.registry).decode())
@@ -231,8 +231,8 @@ def test_a_fatal_cycle_fails_and_its_kind_separates_auth_from_unavailability(
 ) -> None:
     import asyncio
 
+    from mlsvc_discover.agent import Agent
     from mlsvc_discover.config import parse_config
-    from mlsvc_discover.controller import Agent
 
     host = om_standin.base_url
     if scenario == "revoked_token":

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.sources.kubernetes import KubernetesDiscovererConfig
+from mlsvc_discover.discoverers.kubernetes import KubernetesDiscovererConfig
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((REPO / "config").glob("k8s-*.yaml"))

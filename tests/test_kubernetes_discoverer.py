@@ -12,10 +12,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from mlsvc_discover.discoverers.base import DiscoveryResult
+from mlsvc_discover.discoverers.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
 from mlsvc_discover.k8s.endpoints import EndpointError, choose_endpoint, ingress_routes, pick_port
 from mlsvc_discover.k8s.selectors import parse_selector
-from mlsvc_discover.sources.base import DiscoveryResult
-from mlsvc_discover.sources.kubernetes import KubernetesDiscoverer, KubernetesDiscovererConfig
 from testing.fake_k8s import FakeCluster, fail, ingress, service, stall
 from testing.k8s_world import COMMUNITY, K8sWorld, discoverer_config
 from testing.mlflow_fixtures import MlflowServer
@@ -80,9 +80,9 @@ def test_the_rest_is_reported_with_reasons_in_its_own_scope(k8s_world: K8sWorld)
     assert outcome[("kubernetes", "k8s", "research", "restricted")] is False
     assert outcome[("kubernetes", "k8s", "research", "ml")] is True
     assert outcome[("kubernetes", "k8s", "prod")] is True
-    assert [(s.item, s.kind) for s in result.skipped] == [("prod/team-a/old-mlflow", "opted_out")]
+    assert [(s.item, s.kind) for s in result.ignored] == [("prod/team-a/old-mlflow", "opted_out")]
     notes = "\n".join(result.notes)
-    assert "prod/team-a/old-mlflow: skipped, opted out" in notes
+    assert "prod/team-a/old-mlflow: ignored, opted out" in notes
     assert "prod/team-c/custom: no Ingress or ExternalDNS hostname" in notes
     assert "resolves only inside the cluster" in notes
 

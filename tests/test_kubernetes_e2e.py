@@ -64,7 +64,7 @@ def test_registers_exactly_the_mlflow_servers_with_reachable_uris_and_reports_th
     assert "not an MLflow tracking server" in reasons["prod/team-a/web"]["reason"]
     assert "HTTP 403" in reasons["research/restricted"]["reason"]
     notes = "\n".join(report.get("notes", []))
-    assert "prod/team-a/old-mlflow: skipped, opted out" in notes
+    assert "prod/team-a/old-mlflow: ignored, opted out" in notes
     assert "prod/team-c/custom: no Ingress or ExternalDNS hostname" in notes
     # Credentials read from the Secret never reach OpenMetadata or the report.
     assert not om_standin.bodies_containing(str(k8s_world.secured.password))

@@ -8,8 +8,8 @@ import pytest
 from pydantic import SecretStr
 
 from mlsvc_discover._errors import MappingError
+from mlsvc_discover.discoverers.base import Finding, OwnerRef, ServiceMetadata, ServiceType
 from mlsvc_discover.mapper import map_finding, map_findings, owner_tag_fqn, render_name
-from mlsvc_discover.sources.base import Finding, OwnerRef, PlatformKind, ServiceMetadata
 from testing.om_fixtures import schema_validator
 
 OWNER = owner_tag_fqn("mlsvc-discover", "test")
@@ -18,7 +18,7 @@ OWNER = owner_tag_fqn("mlsvc-discover", "test")
 def mlflow_finding(host: str = "mlflow.internal", port: str = "5000", **kw: object) -> Finding:
     uri = f"http://{host}:{port}"
     defaults: dict[str, object] = {
-        "kind": PlatformKind.MLFLOW,
+        "kind": ServiceType.MLFLOW,
         "source": "ml",
         "scope": ("mlflow", "ml", uri),
         "key": uri,
@@ -31,7 +31,7 @@ def mlflow_finding(host: str = "mlflow.internal", port: str = "5000", **kw: obje
 
 def sagemaker_finding(account: str = "111111111111", region: str = "eu-west-1", **attrs: object) -> Finding:
     return Finding(
-        kind=PlatformKind.SAGEMAKER,
+        kind=ServiceType.SAGEMAKER,
         source="aws",
         scope=("sagemaker", "aws", account, region),
         key=f"{account}/{region}",
@@ -164,11 +164,11 @@ def test_same_finding_twice_is_one_service() -> None:
 
 def test_static_finding_of_every_type_validates_against_the_schema() -> None:
     connections = {
-        PlatformKind.SKLEARN: {},
-        PlatformKind.CUSTOM: {"sourcePythonClass": "my.Source", "connectionOptions": {"a": "b"}},
-        PlatformKind.MLFLOW: {"trackingUri": "http://x:1", "registryUri": "http://x:1"},
-        PlatformKind.SAGEMAKER: {"awsConfig": {"awsRegion": "us-east-1"}},
-        PlatformKind.VERTEXAI: {"credentials": {"gcpConfig": {"type": "gcp_adc"}}, "location": "europe-west4"},
+        ServiceType.SKLEARN: {},
+        ServiceType.CUSTOM: {"sourcePythonClass": "my.Source", "connectionOptions": {"a": "b"}},
+        ServiceType.MLFLOW: {"trackingUri": "http://x:1", "registryUri": "http://x:1"},
+        ServiceType.SAGEMAKER: {"awsConfig": {"awsRegion": "us-east-1"}},
+        ServiceType.VERTEXAI: {"credentials": {"gcpConfig": {"type": "gcp_adc"}}, "location": "europe-west4"},
     }
     for kind, conn in connections.items():
         f = Finding(

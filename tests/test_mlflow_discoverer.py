@@ -17,15 +17,15 @@ from pydantic import ValidationError
 
 from mlsvc_discover._errors import ConfigError
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.mlflow_probe import HttpProbeError, MlflowProber, ProbeResult, ProbeSettings, ProbeTarget
-from mlsvc_discover.sources.base import DiscoveryResult, ItemFailure, PlatformKind, ServiceMetadata
-from mlsvc_discover.sources.mlflow import (
+from mlsvc_discover.discoverers.base import DiscoveryResult, ItemFailure, ServiceMetadata, ServiceType
+from mlsvc_discover.discoverers.mlflow import (
     MlflowDiscoverer,
     MlflowDiscovererConfig,
     normalise_tracking_uri,
     redact_uri,
 )
-from mlsvc_discover.sources.registry import discoverer_class
+from mlsvc_discover.discoverers.registry import discoverer_class
+from mlsvc_discover.mlflow_probe import HttpProbeError, MlflowProber, ProbeResult, ProbeSettings, ProbeTarget
 from testing.mlflow_fixtures import (
     FakeServer,
     MlflowServer,
@@ -90,7 +90,7 @@ def test_real_server_is_found_with_its_facts_labels_and_scope(mlflow_server: Mlf
     assert result.ok, result
     (finding,) = result.findings
     port = mlflow_server.url.rsplit(":", 1)[1]
-    assert finding.kind is PlatformKind.MLFLOW
+    assert finding.kind is ServiceType.MLFLOW
     assert finding.key == mlflow_server.url
     assert finding.scope == ("mlflow", "ml", mlflow_server.url)
     assert finding.attributes == {
@@ -260,7 +260,7 @@ def test_bad_line_in_uris_file_fails_the_root_scope_and_good_lines_are_probed(
     assert "uris_file line 1" in (result.scopes[0].error or "")
     assert [f.item for f in result.failures] == [f"{uris}:1"]
     assert found_keys(result) == {key(good.url)}
-    assert [(s.item, s.kind) for s in result.skipped] == [(key(good.url), "duplicate")]
+    assert [(s.item, s.kind) for s in result.ignored] == [(key(good.url), "duplicate")]
     assert "hunter2" not in repr(result)
 
 

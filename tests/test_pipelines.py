@@ -170,7 +170,7 @@ def test_create_only_creates_but_never_updates() -> None:
         [current("a")],
         policy="create-only",
     )
-    assert actions(p) == {"a": "skip", "b": "create"}
+    assert actions(p) == {"a": "hold", "b": "create"}
 
 
 def test_a_soft_deleted_pipeline_of_the_agent_is_put_back() -> None:

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import yaml
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.cli import main
 from mlsvc_discover.config import load_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
 from testing.openmetadata import PIPELINES_PATH, SERVICES_PATH, FaultRule, OpenMetadataStandIn, pipeline_validator
 

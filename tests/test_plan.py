@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from mlsvc_discover.discoverers.base import Finding, ServiceMetadata, ServiceType
 from mlsvc_discover.mapper import DesiredService, map_finding, owner_tag_fqn
 from mlsvc_discover.openmetadata.entities import SECRET_MASK, CurrentService
 from mlsvc_discover.plan import compute_plan, scope_succeeded
-from mlsvc_discover.sources.base import Finding, PlatformKind, ServiceMetadata
 
 OWNER = owner_tag_fqn("mlsvc-discover", "test")
 MARK = {"tagFQN": OWNER, "source": "Classification", "labelType": "Automated", "state": "Confirmed"}
@@ -16,7 +16,7 @@ MARK = {"tagFQN": OWNER, "source": "Classification", "labelType": "Automated", "
 
 def desired(name: str, uri: str = "http://h:1", scope: tuple[str, ...] | None = None, **meta: Any) -> DesiredService:
     f = Finding(
-        kind=PlatformKind.MLFLOW,
+        kind=ServiceType.MLFLOW,
         source="ml",
         scope=scope or ("mlflow", "ml", uri),
         key=uri,
@@ -131,7 +131,7 @@ def test_connection_keys_a_person_added_are_kept() -> None:
 def test_masked_secret_in_openmetadata_does_not_cause_an_update() -> None:
     assert scope_succeeded(None, {}, all_ok=True)
     f = Finding(
-        kind=PlatformKind.SAGEMAKER,
+        kind=ServiceType.SAGEMAKER,
         source="aws",
         scope=("sagemaker", "aws", "1", "r"),
         key="1/r",
@@ -158,7 +158,7 @@ def test_masked_secret_in_openmetadata_does_not_cause_an_update() -> None:
 
 def test_plan_output_masks_secrets() -> None:
     f = Finding(
-        kind=PlatformKind.SAGEMAKER,
+        kind=ServiceType.SAGEMAKER,
         source="aws",
         scope=("sagemaker", "aws", "1", "r"),
         key="1/r",
@@ -180,7 +180,17 @@ def test_create_only_skips_updates() -> None:
         by_name(desired("a", "http://new:1")), by_name(held("a")), owner_tag=OWNER, policy="create-only"
     )
     assert not plan.update
-    assert [c.name for c in plan.skipped] == ["a"]
+    assert [c.name for c in plan.held] == ["a"]
+
+
+def test_a_create_only_difference_is_held_with_action_hold_and_code_in_the_plan_json() -> None:
+    plan = compute_plan(
+        by_name(desired("a", "http://new:1")), by_name(held("a")), owner_tag=OWNER, policy="create-only"
+    )
+    assert [(c.action, c.code) for c in plan.held] == [("hold", "create_only")]
+    out = plan.to_dict()
+    assert [c["action"] for c in out["held"]] == ["hold"]
+    assert "skipped" not in out
 
 
 def _sync(prev_misses: dict[str, int], ok: bool = True, **kw: Any) -> Any:
@@ -226,8 +236,8 @@ def test_upsert_only_never_deletes() -> None:
 def test_deletes_beyond_max_delete_fraction_are_all_skipped_with_the_reason() -> None:
     plan = _sync({"s0": 9}, fraction=0.05)
     assert not plan.delete
-    assert plan.skipped[0].name == "s0"
-    assert "max_delete_fraction" in plan.skipped[0].reason
+    assert plan.held[0].name == "s0"
+    assert "max_delete_fraction" in plan.held[0].reason
 
 
 def test_foreign_services_are_never_deleted() -> None:

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from mlsvc_discover._errors import ConfigError
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.controller import Agent
-from mlsvc_discover.sources import registry
+from mlsvc_discover.discoverers import registry
 
 PLUGIN = """
 from typing import Literal
 from pydantic import Field
-from mlsvc_discover import Discoverer, DiscovererConfig, DiscoveryResult, Finding, PlatformKind, ScopeOutcome
+from mlsvc_discover import Discoverer, DiscovererConfig, DiscoveryResult, Finding, ServiceType, ScopeOutcome
 
 class AzureMlConfig(DiscovererConfig):
     type: Literal["azureml"] = Field(description="Always `azureml`.")
@@ -32,7 +32,7 @@ class AzureMlDiscoverer(Discoverer[AzureMlConfig]):
         result = DiscoveryResult(source=self.name, scopes=[ScopeOutcome(self.root_scope, True)])
         for ws in self.config.workspaces:
             result.findings.append(Finding(
-                kind=PlatformKind.CUSTOM, source=self.name, scope=(*self.root_scope, ws), key=ws,
+                kind=ServiceType.CUSTOM, source=self.name, scope=(*self.root_scope, ws), key=ws,
                 attributes={"connection": {"sourcePythonClass": "my_package.AzureMlSource"}},
                 labels={"workspace": ws}, metadata=self.config.defaults,
                 name_template=self.config.name_template or "azureml-{workspace}"))

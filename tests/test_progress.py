@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from mlsvc_discover._progress import ProgressLine, wanted
-from mlsvc_discover.sources.base import Progress
+from mlsvc_discover.discoverers.base import Progress
 from testing.mlflow_fixtures import FakeServer, free_port, mlflow_like
 from testing.moto_fixtures import ACCOUNT_A, ACCOUNT_B, AwsWorld
 from testing.om_fixtures import OM_TOKEN
@@ -200,7 +200,7 @@ def _events(discoverer: object) -> list[Progress]:
 
 
 def test_the_sagemaker_discoverer_reports_accounts_done_of_total(aws_world: AwsWorld) -> None:
-    from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+    from mlsvc_discover.discoverers.sagemaker import SageMakerConfig, SageMakerDiscoverer
 
     accounts = [{"role_arn": aws_world.role_arns[ACCOUNT_A]}, {"role_arn": aws_world.role_arns[ACCOUNT_B]}]
     config = SageMakerConfig.model_validate(
@@ -222,7 +222,7 @@ def test_the_sagemaker_discoverer_reports_accounts_done_of_total(aws_world: AwsW
 
 
 def test_the_mlflow_discoverer_reports_uris_done_of_total_with_failures_so_far() -> None:
-    from mlsvc_discover.sources.mlflow import MlflowDiscoverer, MlflowDiscovererConfig
+    from mlsvc_discover.discoverers.mlflow import MlflowDiscoverer, MlflowDiscovererConfig
 
     server = FakeServer(mlflow_like())
     try:
@@ -239,7 +239,7 @@ def test_the_mlflow_discoverer_reports_uris_done_of_total_with_failures_so_far()
 
 
 def test_a_failing_progress_listener_never_stops_discovery() -> None:
-    from mlsvc_discover.sources.static import StaticDiscoverer, StaticDiscovererConfig
+    from mlsvc_discover.discoverers.static import StaticDiscoverer, StaticDiscovererConfig
 
     def broken(_: Progress) -> None:
         raise RuntimeError("display gone")

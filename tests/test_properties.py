@@ -22,14 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlsvc_discover._errors import ConfigError, MappingError
+from mlsvc_discover.agent import describe
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.controller import describe
+from mlsvc_discover.discoverers.base import Finding, ServiceType
+from mlsvc_discover.discoverers.mlflow import normalise_tracking_uri, redact_uri
 from mlsvc_discover.mapper import DEFAULT_TEMPLATES, DesiredService, map_finding, map_findings, owner_tag_fqn
 from mlsvc_discover.openmetadata.entities import CurrentService
 from mlsvc_discover.openmetadata.models import NAME_MAX
 from mlsvc_discover.plan import compute_plan, scope_succeeded
-from mlsvc_discover.sources.base import Finding, PlatformKind
-from mlsvc_discover.sources.mlflow import normalise_tracking_uri, redact_uri
 
 OWNER = owner_tag_fqn("mlsvc-discover", "props")
 FOREIGN = owner_tag_fqn("mlsvc-discover", "someone-else")
@@ -84,7 +84,7 @@ def findings(draw: st.DrawFn) -> Finding:
         host, port = draw(hosts), draw(ports)
         uri = draw(st.one_of(st.just(f"http://{host}:{port}"), anything))
         return Finding(
-            kind=PlatformKind.MLFLOW,
+            kind=ServiceType.MLFLOW,
             source=source,
             scope=("mlflow", source, uri),
             key=uri,
@@ -95,7 +95,7 @@ def findings(draw: st.DrawFn) -> Finding:
         )
     account, region = draw(accounts), draw(regions)
     return Finding(
-        kind=PlatformKind.SAGEMAKER,
+        kind=ServiceType.SAGEMAKER,
         source=source,
         scope=("sagemaker", source, account, region),
         key=f"{account}/{region}",
@@ -138,7 +138,7 @@ def crowded_findings(draw: st.DrawFn) -> Finding:
     host, port = draw(_tiny), draw(st.sampled_from(["1", "2"]))
     uri = f"http://{host}:{port}"
     return Finding(
-        kind=draw(st.sampled_from([PlatformKind.MLFLOW, PlatformKind.CUSTOM])),
+        kind=draw(st.sampled_from([ServiceType.MLFLOW, ServiceType.CUSTOM])),
         source=draw(st.sampled_from(["s1", "s2"])),
         scope=("x",),
         key=draw(st.sampled_from([uri, host])),
@@ -246,7 +246,7 @@ SCOPES: list[tuple[str, ...]] = [("mlflow", "m"), ("mlflow", "m", "u1"), ("mlflo
 
 def _desired(name: str, scope: tuple[str, ...]) -> DesiredService:
     finding = Finding(
-        kind=PlatformKind.CUSTOM,
+        kind=ServiceType.CUSTOM,
         source=scope[1],
         scope=scope,
         key=name,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import succeeded
 from mlsvc_discover.report import Report
 from testing.om_fixtures import OM_BOT_NAME, OM_TOKEN, _serve, make_standin

@@ -21,8 +21,8 @@ from pydantic import SecretStr
 
 from mlsvc_discover._errors import ConfigError
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.sources.base import DiscoveryResult, Finding, PlatformKind, ScopeOutcome
-from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+from mlsvc_discover.discoverers.base import DiscoveryResult, Finding, ScopeOutcome, ServiceType
+from mlsvc_discover.discoverers.sagemaker import SageMakerConfig, SageMakerDiscoverer
 from testing.moto_fixtures import (
     ACCOUNT_A,
     ACCOUNT_B,
@@ -101,7 +101,7 @@ def test_two_accounts_two_regions_find_exactly_the_pairs_in_use(aws_world: AwsWo
     assert f"{ACCOUNT_A}/eu-west-1" not in found  # empty: not registered by default
 
     a = found[f"{ACCOUNT_A}/us-east-1"]
-    assert a.kind is PlatformKind.SAGEMAKER
+    assert a.kind is ServiceType.SAGEMAKER
     assert a.source == "sm"
     assert a.scope == ("sagemaker", "sm", ACCOUNT_A, "us-east-1")
     assert a.attributes == {
@@ -363,7 +363,7 @@ def test_two_entries_reaching_one_account_report_each_region_once(aws_world: Aws
     result = discover_once(config)
 
     assert [f.key for f in result.findings] == [f"{ACCOUNT_A}/us-east-1"]
-    assert [(s.item, s.reason) for s in result.skipped] == [
+    assert [(s.item, s.reason) for s in result.ignored] == [
         (f"{role} (via profile {PROFILE})", f"{ACCOUNT_A}/us-east-1 is also reached by accounts[0]; reported once")
     ]
     reported = [s.scope for s in result.scopes]
@@ -489,7 +489,7 @@ def test_importing_the_module_and_validating_a_config_does_not_import_boto3_or_b
     code = textwrap.dedent(
         """
         import sys
-        from mlsvc_discover.sources.sagemaker import SageMakerConfig, SageMakerDiscoverer
+        from mlsvc_discover.discoverers.sagemaker import SageMakerConfig, SageMakerDiscoverer
         config = SageMakerConfig.model_validate(
             {"type": "sagemaker", "name": "sm", "regions": "all", "accounts": [{}]}
         )

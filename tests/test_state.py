@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from mlsvc_discover._errors import StateLockedError
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.cli import EXIT_LOCKED, main
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.metrics import Metrics
 from mlsvc_discover.state import DeleteState, StateFile

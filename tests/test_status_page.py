@@ -30,8 +30,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Readiness
 from mlsvc_discover.status import StatusBoard
@@ -419,14 +419,16 @@ def test_the_health_server_answers_status_before_the_first_cycle_ends() -> None:
 
 def test_secrets_are_redacted_before_escaping_so_markup_in_a_secret_cannot_hide_it() -> None:
     from mlsvc_discover.plan import Change, Plan
-    from mlsvc_discover.report import Failure
+    from mlsvc_discover.report import CycleFailure
     from mlsvc_discover.status import build_status, render_html
 
     secret = 'p&ss<w>"rd'
     report = Report(
         started_at=time.time(),
         plan=Plan(update=(Change("svc", "update", "differs in connection", "fleet", fields=("connection",)),)),
-        failures=[Failure("write", "svc", f"HTTP 400: bad value {secret} near Bearer abc.def", "fleet", "http_400")],
+        failures=[
+            CycleFailure("write", "svc", f"HTTP 400: bad value {secret} near Bearer abc.def", "fleet", "http_400")
+        ],
     )
     data = build_status(report, secrets=[secret], cycle=7, success=True)
     page = render_html({**data, "generated_at_unix": time.time()})

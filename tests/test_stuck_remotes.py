@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import parse_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.daemon import Daemon
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import Liveness

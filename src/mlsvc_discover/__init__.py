@@ -1,7 +1,7 @@
 """mlsvc-discover: keep OpenMetadata's ML model services in step with MLflow and SageMaker.
 
 The public API is small and re-exported here; everything else is private and may change.
-Heavy modules (botocore, the controller) are imported lazily so that ``import mlsvc_discover``
+Heavy modules (botocore, the agent) are imported lazily so that ``import mlsvc_discover``
 and the CLI start fast.
 """
 
@@ -30,21 +30,21 @@ from mlsvc_discover._errors import (
 )
 
 if TYPE_CHECKING:
+    from mlsvc_discover.agent import Agent
     from mlsvc_discover.config import AgentConfig, load_config
-    from mlsvc_discover.controller import Agent
-    from mlsvc_discover.mapper import DesiredService, map_findings
-    from mlsvc_discover.plan import Change, Plan, compute_plan
-    from mlsvc_discover.report import Report
-    from mlsvc_discover.sources.base import (
+    from mlsvc_discover.discoverers.base import (
         Discoverer,
         DiscovererConfig,
         DiscoveryResult,
         Finding,
         ItemFailure,
-        PlatformKind,
         ScopeOutcome,
         ServiceMetadata,
     )
+    from mlsvc_discover.mapper import DesiredService, map_findings
+    from mlsvc_discover.openmetadata.models import ServiceType
+    from mlsvc_discover.plan import Change, Plan, compute_plan
+    from mlsvc_discover.report import Report
 
 __all__ = [
     "Agent",
@@ -66,11 +66,11 @@ __all__ = [
     "OpenMetadataRequestError",
     "OpenMetadataUnavailable",
     "Plan",
-    "PlatformKind",
     "ProbeError",
     "Report",
     "ScopeOutcome",
     "ServiceMetadata",
+    "ServiceType",
     "__version__",
     "compute_plan",
     "load_config",
@@ -80,21 +80,21 @@ __all__ = [
 _LAZY = {
     "AgentConfig": "mlsvc_discover.config",
     "load_config": "mlsvc_discover.config",
-    "Agent": "mlsvc_discover.controller",
+    "Agent": "mlsvc_discover.agent",
     "DesiredService": "mlsvc_discover.mapper",
     "map_findings": "mlsvc_discover.mapper",
     "Change": "mlsvc_discover.plan",
     "Plan": "mlsvc_discover.plan",
     "compute_plan": "mlsvc_discover.plan",
     "Report": "mlsvc_discover.report",
-    "Discoverer": "mlsvc_discover.sources.base",
-    "DiscovererConfig": "mlsvc_discover.sources.base",
-    "DiscoveryResult": "mlsvc_discover.sources.base",
-    "Finding": "mlsvc_discover.sources.base",
-    "ItemFailure": "mlsvc_discover.sources.base",
-    "PlatformKind": "mlsvc_discover.sources.base",
-    "ScopeOutcome": "mlsvc_discover.sources.base",
-    "ServiceMetadata": "mlsvc_discover.sources.base",
+    "Discoverer": "mlsvc_discover.discoverers.base",
+    "DiscovererConfig": "mlsvc_discover.discoverers.base",
+    "DiscoveryResult": "mlsvc_discover.discoverers.base",
+    "Finding": "mlsvc_discover.discoverers.base",
+    "ItemFailure": "mlsvc_discover.discoverers.base",
+    "ServiceType": "mlsvc_discover.openmetadata.models",
+    "ScopeOutcome": "mlsvc_discover.discoverers.base",
+    "ServiceMetadata": "mlsvc_discover.discoverers.base",
 }
 
 

@@ -7,6 +7,7 @@ test fails when it drifts from the models, so every key stays documented.
 
 from __future__ import annotations
 
+import enum
 import sys
 import types
 import typing
@@ -48,6 +49,8 @@ def _type_name(annotation: Any) -> str:  # noqa: PLR0911 - one return per kind o
     if origin is dict:
         return "mapping of str to str" if args == (str, str) else "mapping"
     if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return " \\| ".join(f"`{m.value}`" for m in annotation)
         if issubclass(annotation, BaseModel):
             return "mapping"
         return {"SecretStr": "secret str", "Path": "path", "UUID": "uuid"}.get(annotation.__name__, annotation.__name__)
@@ -85,7 +88,7 @@ def _rows(model: type[BaseModel], prefix: str, seen: set[type[BaseModel]]) -> It
 
 def render() -> str:
     from mlsvc_discover.config import AgentConfig
-    from mlsvc_discover.sources.registry import available, discoverer_class
+    from mlsvc_discover.discoverers.registry import available, discoverer_class
 
     header = "| key | type | default | description |\n|---|---|---|---|"
     parts = [START, "", "### Agent", "", header]

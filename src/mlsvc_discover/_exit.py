@@ -13,6 +13,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PARTIAL",
     "EXIT_TERMINATED",
+    "exit_by_signal",
 ]
 
 EXIT_OK = 0
@@ -29,3 +30,9 @@ EXIT_INTERRUPTED = 130
 """``--once`` interrupted by Ctrl-C (SIGINT): 128 + 2."""
 EXIT_TERMINATED = 143
 """``--once`` stopped by SIGTERM: 128 + 15."""
+
+
+def exit_by_signal(signum: int) -> int:
+    """The code of ``--once`` stopped by signal ``signum``: :data:`EXIT_INTERRUPTED` for SIGINT,
+    :data:`EXIT_TERMINATED` for SIGTERM (the shell's 128 + signal number for any other)."""
+    return {2: EXIT_INTERRUPTED, 15: EXIT_TERMINATED}.get(int(signum), 128 + int(signum))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO, cast
 
-from mlsvc_discover.sources.base import Progress
+from mlsvc_discover.discoverers.base import Progress
 
 __all__ = ["ProgressLine", "wanted"]
 
@@ -44,7 +44,7 @@ class _State:
 
 
 class ProgressLine:
-    """A :data:`~mlsvc_discover.sources.base.ProgressCallback` drawing one status line."""
+    """A :data:`~mlsvc_discover.discoverers.base.ProgressCallback` drawing one status line."""
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
 """Service-name templates: checking and filling ``{label}`` placeholders; pure, no I/O.
 
-A leaf module so that config validation (``sources.base``) and the mapper share one template
+A leaf module so that config validation (``discoverers.base``) and the mapper share one template
 language without the config layer importing the mapper.
 
 Public: :func:`check_template` (the placeholders of a template, or MappingError when it can

@@ -1,15 +1,9 @@
 """Command line: ``mlsvc-discover discover [--once] [--dry-run]`` and ``validate-config``.
 
-Exit codes (documented in the README and tested):
-
-- 0: everything done (or, for ``validate-config``, the config is valid);
-- 1: partial failure: a discoverer, a probe or some writes failed, or OpenMetadata was
-  unreachable; everything else was applied;
-- 2: bad config or usage; nothing was contacted;
-- 3: another agent holds the lock of ``state.path``; nothing was contacted;
-- 130: interrupted by SIGINT (Ctrl-C) during ``--once``; 143: stopped by SIGTERM during ``--once``.
-  Either way the cycle stops after the write in flight, gets ``schedule.grace_period`` to get
-  there, and the process is gone at most a few seconds after that, whatever a remote does.
+Exit codes are named in :mod:`mlsvc_discover._exit` (documented in the README and tested). On
+SIGINT or SIGTERM during ``--once`` the cycle stops after the write in flight, gets
+``schedule.grace_period`` to get there, and the process is gone at most a few
+seconds after that, whatever a remote does.
 """
 
 from __future__ import annotations
@@ -32,6 +26,7 @@ from mlsvc_discover._exit import (
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_PARTIAL,
+    exit_by_signal,
 )
 from mlsvc_discover._logging import configure_logging, redact
 from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, exit_leaving_stuck_threads, run
@@ -72,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _validate_config(config: AgentConfig, output: str) -> int:
-    from mlsvc_discover.controller import describe
+    from mlsvc_discover.agent import describe
 
     data = describe(config)
     if output == "json":
@@ -86,7 +81,7 @@ def _validate_config(config: AgentConfig, output: str) -> int:
 
 async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:  # noqa: PLR0912, PLR0915 - the --once runner: signals, grace period, watchdog and state lock in one readable sequence
     from mlsvc_discover._progress import ProgressLine, wanted
-    from mlsvc_discover.controller import Agent
+    from mlsvc_discover.agent import Agent
 
     loop = asyncio.get_running_loop()
     grace = config.schedule.grace_period
@@ -102,7 +97,7 @@ async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:  # n
         received.append(sig)
         log.warning("received %s: stopping after the write in flight (grace period %gs)", sig.name, grace)
         stop.set()
-        arm_watchdog(grace + HARD_EXIT_MARGIN, 128 + sig, f"the cycle stopped by {sig.name}")
+        arm_watchdog(grace + HARD_EXIT_MARGIN, exit_by_signal(sig), f"the cycle stopped by {sig.name}")
 
     def on_hangup() -> None:
         log.info("received SIGHUP: nothing to reload in --once; ignored")
@@ -162,7 +157,7 @@ async def _once(config: AgentConfig, *, dry_run: bool, output: str) -> int:  # n
     print(redact(text, agent.secrets()))
     if received:
         print(f"mlsvc-discover: stopped by {received[0].name}", file=sys.stderr)
-        return 128 + received[0]
+        return exit_by_signal(received[0])
     return report.exit_code
 
 
@@ -174,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mlsvc-discover: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from mlsvc_discover.controller import config_secrets
+    from mlsvc_discover.agent import config_secrets
 
     # The configured format and secrets from here on: the long-running mode sets up its own
     # logging only once its agent exists, and lines logged before (asyncio, APScheduler's

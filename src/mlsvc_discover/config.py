@@ -25,8 +25,8 @@ from pydantic import (
 from mlsvc_discover._crontab import cron_trigger
 from mlsvc_discover._duration import Duration, parse_duration
 from mlsvc_discover._errors import ConfigError
+from mlsvc_discover.discoverers.base import DiscovererConfig, StrictModel
 from mlsvc_discover.ingestion import IngestionSettings
-from mlsvc_discover.sources.base import DiscovererConfig, StrictModel
 
 __all__ = [
     "AgentConfig",
@@ -343,7 +343,7 @@ def config_error_from_validation(exc: ValidationError, prefix: str = "", raw: An
 
 def parse_config(raw: Any, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Validate a parsed YAML document (a mapping) into an :class:`AgentConfig`."""
-    from mlsvc_discover.sources.registry import discoverer_class
+    from mlsvc_discover.discoverers.registry import discoverer_class
 
     env = os.environ if env is None else env
     if raw is None:

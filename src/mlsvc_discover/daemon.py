@@ -10,7 +10,7 @@ Guarantees, each tested:
   :meth:`Agent.run_once`) never stops the process: it is logged, counted, and the next cycle
   runs on time;
 - on SIGTERM/SIGINT the cycle in flight stops after the write it is doing (the ``stop`` event
-  the controller checks between writes), gets ``schedule.grace_period`` to get there, and the
+  the agent checks between writes), gets ``schedule.grace_period`` to get there, and the
   services it did and did not apply are logged; the exit code is 0 either way, because
   stopping on request is not a failure and the next run reconciles whatever was left. A
   second signal cuts the grace period short, and the process is gone
@@ -18,7 +18,7 @@ Guarantees, each tested:
 - SIGHUP re-reads the config file (the Prometheus convention): a valid one replaces the running
   config before the next cycle, an invalid one is logged with its reason and the running
   config stays; the process never stops for it;
-- every cycle ends at ``cycle_timeout`` (the controller enforces it); ``/healthz`` fails when
+- every cycle ends at ``cycle_timeout`` (the agent enforces it); ``/healthz`` fails when
   one is still in flight ``server.liveness_margin`` later, so an orchestrator restarts a
   wedged agent;
 - the state file is locked for the life of the process: a second agent on the same
@@ -46,8 +46,8 @@ from mlsvc_discover._errors import ConfigError, StateError, StateLockedError
 from mlsvc_discover._exit import EXIT_CANNOT_SERVE, EXIT_CONFIG, EXIT_LOCKED, EXIT_OK
 from mlsvc_discover._logging import add_secrets, configure_logging, redact
 from mlsvc_discover._process import HARD_EXIT_MARGIN, arm_watchdog, run
+from mlsvc_discover.agent import Agent
 from mlsvc_discover.config import AgentConfig, ScheduleConfig, load_config
-from mlsvc_discover.controller import Agent
 from mlsvc_discover.metrics import Metrics, succeeded
 from mlsvc_discover.report import Report
 from mlsvc_discover.server import HealthServer, Liveness, Readiness
@@ -415,7 +415,7 @@ class Daemon:
             src = f"{f.source}: " if f.source else ""
             log.warning("cycle %d: [%s] %s%s: %s", number, f.stage, src, f.item, self._redact(f.reason))
         if report.plan is not None:
-            for why in sorted({c.reason for c in report.plan.skipped}):
+            for why in sorted({c.reason for c in report.plan.held}):
                 log.warning("cycle %d: held back: %s", number, why)
 
 

@@ -33,7 +33,7 @@ class ModelFilter(_Strict):
     includes: tuple[str, ...] = Field(
         default=(), description="Regexes; only models whose name matches one are ingested."
     )
-    excludes: tuple[str, ...] = Field(default=(), description="Regexes; models whose name matches one are skipped.")
+    excludes: tuple[str, ...] = Field(default=(), description="Regexes; models whose name matches one are left out.")
 
     @field_validator("includes", "excludes")
     @classmethod

@@ -19,6 +19,7 @@ from pydantic import SecretStr, ValidationError
 
 from mlsvc_discover._errors import MappingError, NameCollisionError
 from mlsvc_discover._templates import check_template, render_name
+from mlsvc_discover.discoverers.base import Finding, ItemFailure, Scope, ServiceMetadata, ServiceType
 from mlsvc_discover.openmetadata.models import (
     AWSCredentials,
     CreateMlModelServiceRequest,
@@ -29,7 +30,6 @@ from mlsvc_discover.openmetadata.models import (
     TagLabel,
     validate_service_name,
 )
-from mlsvc_discover.sources.base import Finding, ItemFailure, PlatformKind, Scope, ServiceMetadata
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -42,12 +42,12 @@ __all__ = [
     "render_name",
 ]
 
-DEFAULT_TEMPLATES: Mapping[PlatformKind, str] = {
-    PlatformKind.MLFLOW: "mlflow-{host}-{port}",
-    PlatformKind.SAGEMAKER: "sagemaker-{account}-{region}",
-    PlatformKind.SKLEARN: "sklearn-{key}",
-    PlatformKind.CUSTOM: "custom-{key}",
-    PlatformKind.VERTEXAI: "vertexai-{key}",
+DEFAULT_TEMPLATES: Mapping[ServiceType, str] = {
+    ServiceType.MLFLOW: "mlflow-{host}-{port}",
+    ServiceType.SAGEMAKER: "sagemaker-{account}-{region}",
+    ServiceType.SKLEARN: "sklearn-{key}",
+    ServiceType.CUSTOM: "custom-{key}",
+    ServiceType.VERTEXAI: "vertexai-{key}",
 }
 
 
@@ -92,9 +92,9 @@ class MappingResult:
     protected: set[str] = field(default_factory=set)
 
 
-_REQUIRED_ATTRIBUTES: Mapping[PlatformKind, tuple[str, ...]] = {
-    PlatformKind.MLFLOW: ("tracking_uri", "registry_uri"),
-    PlatformKind.SAGEMAKER: ("region",),
+_REQUIRED_ATTRIBUTES: Mapping[ServiceType, tuple[str, ...]] = {
+    ServiceType.MLFLOW: ("tracking_uri", "registry_uri"),
+    ServiceType.SAGEMAKER: ("region",),
 }
 
 
@@ -108,11 +108,11 @@ def _connection(finding: Finding) -> MlModelConnection:
     missing = [k for k in _REQUIRED_ATTRIBUTES.get(finding.kind, ()) if k not in a]
     if missing:
         raise MappingError(f"{finding.kind.value} finding lacks attribute(s) {', '.join(missing)}")
-    if finding.kind is PlatformKind.MLFLOW:
+    if finding.kind is ServiceType.MLFLOW:
         return MlModelConnection(
             config=MlflowConnection(trackingUri=str(a["tracking_uri"]), registryUri=str(a["registry_uri"]))
         )
-    if finding.kind is PlatformKind.SAGEMAKER:
+    if finding.kind is ServiceType.SAGEMAKER:
         keys: Mapping[str, Any] = a.get("access_keys") or {}
         role = a.get("role_arn")
         secret = keys.get("secret_access_key")

@@ -29,7 +29,7 @@ __all__ = [
     "succeeded",
 ]
 
-WRITE_OUTCOMES: Final = ("created", "updated", "unchanged", "restored", "deleted", "failed", "conflict", "skipped")
+WRITE_OUTCOMES: Final = ("created", "updated", "unchanged", "restored", "deleted", "failed", "conflict", "held")
 RESULTS: Final = ("success", "failure")
 PIPELINE_OUTCOMES: Final = (
     "created",
@@ -39,7 +39,7 @@ PIPELINE_OUTCOMES: Final = (
     "deleted",
     "unchanged",
     "conflict",
-    "skipped",
+    "held",
     "failed",
 )
 DELETION_REASONS: Final = ("stale", "blocked_max_fraction", "refused_not_empty")
@@ -63,7 +63,7 @@ def succeeded(report: Report) -> bool:
 
 
 def fatal_kind(report: Report) -> str | None:
-    """A low-cardinality kind for ``report.fatal``, as the controller classified it."""
+    """A low-cardinality kind for ``report.fatal``, as the agent classified it."""
     if report.fatal is None:
         return None
     return report.fatal_kind or "openmetadata_unavailable"
@@ -139,12 +139,12 @@ class Metrics:
         # --- for the dashboard and alert rules in config/ (issue 13) ---------------------------
         self.conflicts = Gauge(
             "mlsvc_discover_conflicts",
-            "Services in conflict in the last cycle: the desired name is held by a service without this agent's tag.",
+            "Services in conflict in the last cycle: the desired name is taken by a service without this agent's tag.",
             registry=registry,
         )
         self.plan_changes = Gauge(
             "mlsvc_discover_plan_changes",
-            "Services per plan action (create, update, restore, delete, unchanged, conflict, skip) in the last "
+            "Services per plan action (create, update, restore, delete, unchanged, conflict, hold) in the last "
             "cycle, by discoverer.",
             ["discoverer", "action"],
             registry=registry,
@@ -173,7 +173,7 @@ class Metrics:
         self.pipelines = Counter(
             "mlsvc_discover_pipeline_operations_total",
             "Ingestion pipeline outcomes (created, updated, deployed, triggered, deleted, unchanged, conflict, "
-            "skipped, failed).",
+            "held, failed).",
             ["outcome"],
             registry=registry,
         )
@@ -258,8 +258,8 @@ class Metrics:
         if report.not_empty:
             self.deletions.labels(reason="refused_not_empty").inc(len(report.not_empty))
         if report.plan is not None:
-            # plan.py words the fraction guard's skips this way; create-only skips are not deletions.
-            blocked = sum(1 for c in report.plan.skipped if c.code == "max_delete_fraction")
+            # plan.py codes the fraction guard's holds this way; create-only holds are not deletions.
+            blocked = sum(1 for c in report.plan.held if c.code == "max_delete_fraction")
             if blocked:
                 self.deletions.labels(reason="blocked_max_fraction").inc(blocked)
 

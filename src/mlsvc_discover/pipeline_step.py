@@ -1,6 +1,6 @@
 """The ingestion pipeline step of a cycle: plan after the service plan, delete before, write after.
 
-The controller calls three things: :meth:`PipelineStep.plan` (reads only, also in a dry run),
+The agent calls three things: :meth:`PipelineStep.plan` (reads only, also in a dry run),
 :meth:`PipelineStep.delete` before the service writes and deletes (a service that still has a
 pipeline cannot be deleted), and :meth:`PipelineStep.write` after them (a new service's id is
 needed for its pipeline). Failures stay local: each becomes a ``pipeline`` failure of its
@@ -17,6 +17,7 @@ from typing import Any
 
 from mlsvc_discover._errors import OpenMetadataAuthError, OpenMetadataError
 from mlsvc_discover.config import AgentConfig
+from mlsvc_discover.discoverers.base import Finding
 from mlsvc_discover.mapper import DesiredService
 from mlsvc_discover.openmetadata.client import OpenMetadataClient
 from mlsvc_discover.openmetadata.entities import CurrentService
@@ -31,8 +32,7 @@ from mlsvc_discover.pipelines import (
     pipeline_name,
 )
 from mlsvc_discover.plan import Plan
-from mlsvc_discover.report import Failure, Report
-from mlsvc_discover.sources.base import Finding
+from mlsvc_discover.report import CycleFailure, Report
 
 __all__ = ["PipelineStep"]
 
@@ -107,7 +107,7 @@ class PipelineStep:
             except (OpenMetadataError, KeyError, TypeError, ValueError) as exc:
                 reason = f"cannot list ingestion pipelines, none planned this cycle: {exc}"
                 log.warning("%s", reason)
-                report.failures.append(Failure("pipeline", "ingestionPipelines", reason, kind=_kind(exc)))
+                report.failures.append(CycleFailure("pipeline", "ingestionPipelines", reason, kind=_kind(exc)))
                 return None
         self.plan_ = compute_pipeline_plan(
             wanted, existing, name=self.name, owner=self.owner, policy=self.config.policy, service_deletes=deletes
@@ -116,7 +116,7 @@ class PipelineStep:
         for c in self.plan_.conflicts:
             report.pipeline_outcomes["conflict"] += 1
             log.warning("pipeline conflict on %s: %s", c.service, c.reason)
-        report.pipeline_outcomes["skipped"] += len(self.plan_.skipped)
+        report.pipeline_outcomes["held"] += len(self.plan_.held)
         report.pipeline_outcomes["unchanged"] += len(self.plan_.unchanged)
         return self.plan_
 
@@ -166,7 +166,7 @@ class PipelineStep:
     def _fail(self, report: Report, change: PipelineChange, reason: str, kind: str) -> None:
         report.pipeline_outcomes["failed"] += 1
         log.warning("pipeline %s on %s: %s", change.pipeline, change.service, reason)
-        report.failures.append(Failure("pipeline", change.service, reason, change.source, kind))
+        report.failures.append(CycleFailure("pipeline", change.service, reason, change.source, kind))
 
     async def _call(self, report: Report, change: PipelineChange, make: Callable[[], Awaitable[Any]]) -> Any:
         """Run one request; a 401 stops the step (one failure), a 403 fails only this pipeline."""

@@ -44,7 +44,7 @@ PIPELINE_TYPE = "metadata"
 SOURCE_CONFIG_TYPE = "MlModelMetadata"
 SERVICE_ENTITY_TYPE = "mlmodelService"
 Policy = Literal["upsert-only", "create-only", "sync"]
-PipelineAction = Literal["create", "update", "deploy", "delete", "unchanged", "conflict", "skip"]
+PipelineAction = Literal["create", "update", "deploy", "delete", "unchanged", "conflict", "hold"]
 
 
 def pipeline_name(classification: str, owner_id: str) -> str:
@@ -218,14 +218,14 @@ class PipelinePlan:
     delete: tuple[PipelineChange, ...] = ()
     unchanged: tuple[PipelineChange, ...] = ()
     conflicts: tuple[PipelineChange, ...] = ()
-    skipped: tuple[PipelineChange, ...] = ()
+    held: tuple[PipelineChange, ...] = ()
 
     @property
     def empty(self) -> bool:
         return not any(self.changes())
 
     def changes(self) -> tuple[PipelineChange, ...]:
-        return self.create + self.update + self.deploy + self.delete + self.unchanged + self.conflicts + self.skipped
+        return self.create + self.update + self.deploy + self.delete + self.unchanged + self.conflicts + self.held
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -235,7 +235,7 @@ class PipelinePlan:
             "delete": [c.to_dict() for c in self.delete],
             "unchanged": len(self.unchanged),
             "conflicts": [c.to_dict() for c in self.conflicts],
-            "skipped": [c.to_dict() for c in self.skipped],
+            "held": [c.to_dict() for c in self.held],
         }
 
 
@@ -265,7 +265,7 @@ def compute_pipeline_plan(  # noqa: PLR0912 - a decision table, one branch per p
     delete: list[PipelineChange] = []
     unchanged: list[PipelineChange] = []
     conflicts: list[PipelineChange] = []
-    skipped: list[PipelineChange] = []
+    held: list[PipelineChange] = []
     deletes = dict(service_deletes or {})
 
     for want in sorted(wanted, key=lambda w: w.service):
@@ -337,10 +337,10 @@ def compute_pipeline_plan(  # noqa: PLR0912 - a decision table, one branch per p
         if cur.deleted:
             fields = ["deleted", *fields]
         if fields and policy == "create-only":
-            skipped.append(
+            held.append(
                 PipelineChange(
                     svc,
-                    "skip",
+                    "hold",
                     f"differs in {', '.join(fields)}, but policy is create-only",
                     name,
                     want.source,
@@ -395,5 +395,5 @@ def compute_pipeline_plan(  # noqa: PLR0912 - a decision table, one branch per p
         delete=tuple(delete),
         unchanged=tuple(unchanged),
         conflicts=tuple(conflicts),
-        skipped=tuple(skipped),
+        held=tuple(held),
     )

@@ -3,7 +3,7 @@
 Ownership. A service belongs to this agent when it carries the tag
 ``<ownership_classification>.<owner_id>`` (see :func:`mlsvc_discover.mapper.owner_tag_fqn`).
 The tag lives in OpenMetadata, so ownership survives restarts and fresh containers. A desired
-name held by a service without the tag is a *conflict*: reported, never written.
+name taken by a service without the tag is a *conflict*: reported, never written.
 
 Field ownership. The agent manages the connection keys it sets and the marker tag always, and
 displayName, description, owners, domains and tags only when config sets them. The plan follows
@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from mlsvc_discover.discoverers.base import Scope
 from mlsvc_discover.mapper import DesiredService
 from mlsvc_discover.openmetadata.entities import SECRET_KEYS, SECRET_MASK, CurrentService, mask_secrets
-from mlsvc_discover.sources.base import Scope
 
 __all__ = [
     "Change",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 Policy = Literal["upsert-only", "create-only", "sync"]
-Action = Literal["create", "update", "restore", "unchanged", "conflict", "delete", "skip"]
+Action = Literal["create", "update", "restore", "unchanged", "conflict", "delete", "hold"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class Plan:
     delete: tuple[Change, ...] = ()
     unchanged: tuple[Change, ...] = ()
     conflicts: tuple[Change, ...] = ()
-    skipped: tuple[Change, ...] = ()
+    # Held back by the policy (create-only differences, deletes past max_delete_fraction); see ``code``.
+    held: tuple[Change, ...] = ()
     # Bookkeeping for the next cycle: consecutive misses and the scope of every owned service.
     misses: Mapping[str, int] = field(default_factory=dict)
     scopes: Mapping[str, Scope] = field(default_factory=dict)
@@ -99,7 +100,7 @@ class Plan:
         return self.restore + self.create + self.update
 
     def changes(self) -> tuple[Change, ...]:
-        return self.create + self.update + self.restore + self.delete + self.unchanged + self.conflicts + self.skipped
+        return self.create + self.update + self.restore + self.delete + self.unchanged + self.conflicts + self.held
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,7 +110,7 @@ class Plan:
             "delete": [c.to_dict() for c in self.delete],
             "unchanged": len(self.unchanged),
             "conflicts": [c.to_dict() for c in self.conflicts],
-            "skipped": [c.to_dict() for c in self.skipped],
+            "held": [c.to_dict() for c in self.held],
             "kept_by_server": [{"name": n, "field": f} for n, f in self.kept],
         }
 
@@ -355,15 +356,15 @@ def diff(
 def apply_policy(plan: Plan, policy: Policy, *, max_delete_fraction: float) -> Plan:
     """The policy applied after the diff, as external-dns's ``Policy.Apply`` does.
 
-    ``create-only`` turns updates into skips; only ``sync`` deletes (and lists what is missing);
+    ``create-only`` holds updates back; only ``sync`` deletes (and lists what is missing);
     deletions beyond ``max_delete_fraction`` of the owned services are all held back.
     """
-    update, skipped = plan.update, plan.skipped
+    update, held = plan.update, plan.held
     if policy == "create-only":
-        skipped += tuple(
+        held += tuple(
             Change(
                 c.name,
-                "skip",
+                "hold",
                 "differs, but policy is create-only",
                 c.source,
                 c.service_id,
@@ -375,7 +376,7 @@ def apply_policy(plan: Plan, policy: Policy, *, max_delete_fraction: float) -> P
         update = ()
     if policy != "sync":
         unchanged = tuple(c for c in plan.unchanged if c.code != "missing")
-        return replace(plan, update=update, skipped=skipped, delete=(), unchanged=unchanged)
+        return replace(plan, update=update, held=held, delete=(), unchanged=unchanged)
     delete = plan.delete
     limit = math.floor(max_delete_fraction * plan.owned + 1e-9)
     if delete and len(delete) > limit:
@@ -383,11 +384,11 @@ def apply_policy(plan: Plan, policy: Policy, *, max_delete_fraction: float) -> P
             f"{len(delete)} deletions would exceed max_delete_fraction {max_delete_fraction} of "
             f"{plan.owned} owned services (at most {limit}); nothing deleted this cycle"
         )
-        skipped += tuple(
-            Change(c.name, "skip", reason, service_id=c.service_id, code="max_delete_fraction") for c in delete
+        held += tuple(
+            Change(c.name, "hold", reason, service_id=c.service_id, code="max_delete_fraction") for c in delete
         )
         delete = ()
-    return replace(plan, update=update, skipped=skipped, delete=delete)
+    return replace(plan, update=update, held=held, delete=delete)
 
 
 def compute_plan(

@@ -3,6 +3,10 @@
 Failures are collected, never raised: one bad URI or account never hides the others. The
 report decides the exit code of ``discover --once``: 0 when everything worked, 1 when anything
 failed (the rest was applied).
+
+Words (README "Vocabulary"): a :class:`CycleFailure` is one failure of the cycle at a stage;
+a discoverer's deliberately left-out items are *ignored* (not failures); plan changes the policy
+holds back are *held* (action ``hold``); *skipped* is only the daemon's overlapping cycle.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsvc_discover._exit import EXIT_OK, EXIT_PARTIAL
+from mlsvc_discover.discoverers.base import Scope
 from mlsvc_discover.pipelines import PipelinePlan
 from mlsvc_discover.plan import Plan
-from mlsvc_discover.sources.base import Scope
 
-__all__ = ["DiscovererStats", "Failure", "FindingRecord", "Report", "ScopeRecord"]
+__all__ = ["CycleFailure", "DiscovererStats", "FindingRecord", "Report", "ScopeRecord"]
 
 
 @dataclass(frozen=True)
-class Failure:
-    """One thing that went wrong: the stage, which item, and why."""
+class CycleFailure:
+    """One thing that went wrong in a cycle: the stage, which item, and why.
+
+    A discoverer or the mapper reports an :class:`~mlsvc_discover.discoverers.base.ItemFailure`
+    (no stage: it knows only its item); the agent records it here with the stage it came from.
+    """
 
     stage: str  # discover | map | check | read | write | delete | restore | pipeline
     item: str
@@ -43,7 +51,7 @@ class DiscovererStats:
 
     findings: int = 0
     failures: int = 0
-    skipped: int = 0
+    ignored: int = 0
     ok: bool = True
     duration: float = 0.0
 
@@ -81,7 +89,7 @@ class Report:
     duration: float = 0.0
     discoverers: dict[str, DiscovererStats] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
-    failures: list[Failure] = field(default_factory=list)
+    failures: list[CycleFailure] = field(default_factory=list)
     plan: Plan | None = None
     fatal: str | None = None
     # Low-cardinality kind of ``fatal`` for metrics: openmetadata_unavailable, openmetadata_auth, config.
@@ -94,7 +102,7 @@ class Report:
     scopes: list[ScopeRecord] = field(default_factory=list)
     findings: list[FindingRecord] = field(default_factory=list)
     # Ingestion pipelines (None when no pipeline was planned): the plan and what was done
-    # (created, updated, deployed, triggered, deleted, unchanged, conflict, skipped, failed).
+    # (created, updated, deployed, triggered, deleted, unchanged, conflict, held, failed).
     pipeline_plan: PipelinePlan | None = None
     pipeline_outcomes: Counter[str] = field(default_factory=Counter)
     # Stale services the server refused to delete because they still hold children.
@@ -118,7 +126,7 @@ class Report:
                     "ok": s.ok,
                     "findings": s.findings,
                     "failures": s.failures,
-                    "skipped": s.skipped,
+                    "ignored": s.ignored,
                     "duration_seconds": round(s.duration, 3),
                 }
                 for name, s in sorted(self.discoverers.items())
@@ -160,15 +168,15 @@ class Report:
         lines.append("discoverers:")
         for name, s in sorted(self.discoverers.items()):
             mark = "ok" if s.ok else "FAILED"
-            lines.append(f"  {name}: {mark}, {s.findings} found, {s.failures} failed, {s.skipped} skipped")
+            lines.append(f"  {name}: {mark}, {s.findings} found, {s.failures} failed, {s.ignored} ignored")
         if self.plan is not None:
             p = self.plan
             lines.append(
                 f"plan: {len(p.create)} create, {len(p.update)} update, {len(p.restore)} restore, "
                 f"{len(p.delete)} delete, {len(p.unchanged)} unchanged, {len(p.conflicts)} conflict, "
-                f"{len(p.skipped)} skipped"
+                f"{len(p.held)} held"
             )
-            for change in (*p.create, *p.update, *p.restore, *p.delete, *p.conflicts, *p.skipped):
+            for change in (*p.create, *p.update, *p.restore, *p.delete, *p.conflicts, *p.held):
                 lines.append(f"  {change.action:<8} {change.name}: {change.reason}")
         if +self.outcomes:
             counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.outcomes).items()))
@@ -178,9 +186,9 @@ class Report:
             lines.append(
                 f"pipelines: {len(pp.create)} create, {len(pp.update)} update, {len(pp.deploy)} deploy, "
                 f"{len(pp.delete)} delete, {len(pp.unchanged)} unchanged, {len(pp.conflicts)} conflict, "
-                f"{len(pp.skipped)} skipped"
+                f"{len(pp.held)} held"
             )
-            for pc in (*pp.create, *pp.update, *pp.deploy, *pp.delete, *pp.conflicts, *pp.skipped):
+            for pc in (*pp.create, *pp.update, *pp.deploy, *pp.delete, *pp.conflicts, *pp.held):
                 lines.append(f"  {pc.action:<8} {pc.service}/{pc.pipeline}: {pc.reason}")
             if +self.pipeline_outcomes:
                 counts = ", ".join(f"{k} {v}" for k, v in sorted((+self.pipeline_outcomes).items()))

@@ -23,8 +23,8 @@ from typing import Any
 
 from mlsvc_discover import __version__
 from mlsvc_discover._logging import redact
+from mlsvc_discover.discoverers.base import Scope
 from mlsvc_discover.report import Report
-from mlsvc_discover.sources.base import Scope
 
 __all__ = ["StatusBoard", "build_status", "filter_status", "render_html"]
 
@@ -35,7 +35,7 @@ _ACTION_ORDER = (
     "not mapped",
     "delete",
     "delete pending",
-    "skip",
+    "hold",
     "restore",
     "create",
     "update",
@@ -167,7 +167,7 @@ def build_status(  # noqa: PLR0912, PLR0915 - builds the page's data: one block 
                 "ok": stats.ok,
                 "findings": stats.findings,
                 "failures": stats.failures,
-                "skipped": stats.skipped,
+                "ignored": stats.ignored,
                 "duration_seconds": round(stats.duration, 3),
                 "scopes": [
                     {"scope": _scope_text(s.scope), "ok": s.ok, "error": s.error}
@@ -321,7 +321,7 @@ code{font:12px ui-monospace,monospace;word-break:break-all}
 .ok{color:#116329}.bad{color:#b3261e;font-weight:600}.warn{color:#8a5a00;font-weight:600}
 .tag{display:inline-block;padding:0 .4rem;border-radius:.6rem;font-size:12px;background:#eef1f4;white-space:nowrap}
 .tag.failed,.tag.conflict,.tag.not-mapped{background:#fde7e7;color:#8c1d18}
-.tag.delete,.tag.delete-pending,.tag.skip,.tag.missing{background:#fff3d6;color:#6d4700}
+.tag.delete,.tag.delete-pending,.tag.hold,.tag.missing{background:#fff3d6;color:#6d4700}
 .tag.create,.tag.update,.tag.restore{background:#e3f1ff;color:#0b4f8a}
 .summary span{margin-right:1rem}form{margin:.6rem 0}input[type=search]{width:22rem;padding:.3rem}
 .muted{color:#59636e}
@@ -473,7 +473,7 @@ def render_html(data: Mapping[str, Any], *, query: str = "") -> str:  # noqa: PL
         mark = '<span class="ok">ok</span>' if d.get("ok") else '<span class="bad">failed</span>'
         w(
             f'<tr class="discoverer"><td><strong>{_e(d.get("name"))}</strong></td><td>{mark}</td>'
-            f"<td>{_e(d.get('findings'))} found, {_e(d.get('failures'))} failed, {_e(d.get('skipped'))} skipped "
+            f"<td>{_e(d.get('findings'))} found, {_e(d.get('failures'))} failed, {_e(d.get('ignored'))} ignored "
             f"in {_e(d.get('duration_seconds'))}s</td></tr>"
         )
         for s in d.get("scopes", []):

@@ -1,7 +1,7 @@
 """Shared AWS plumbing for discoverers: errors, sessions and clients, regions, accounts.
 
 Every module here is blocking botocore work meant for worker threads, except the config models
-and validators. An AWS discoverer is one module under ``sources/`` that imports these parts:
+and validators. An AWS discoverer is one module under ``discoverers/`` that imports these parts:
 
 - :mod:`mlsvc_discover.aws.errors`: :class:`AwsProbeError`, :func:`translate_aws_error`
   (botocore error -> kind + safe reason), :func:`clean_aws_text`, :func:`redact_userinfo`.

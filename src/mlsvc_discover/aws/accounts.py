@@ -27,8 +27,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from mlsvc_discover.aws.errors import translate_aws_error
 from mlsvc_discover.aws.regions import PARTITION_HOME, RegionsSpec, check_regions, enabled_regions
 from mlsvc_discover.aws.session import AwsClients, AwsKeys, call
+from mlsvc_discover.discoverers.base import ServiceMetadata, StrictModel
 from mlsvc_discover.openmetadata.models import validate_service_name
-from mlsvc_discover.sources.base import ServiceMetadata, StrictModel
 
 if TYPE_CHECKING:
     from botocore.session import Session

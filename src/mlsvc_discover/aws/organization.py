@@ -33,7 +33,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from mlsvc_discover.aws.accounts import _EXTERNAL_ID_RE, _SESSION_NAME_RE, AwsCredentialsConfig
 from mlsvc_discover.aws.errors import translate_aws_error
 from mlsvc_discover.aws.regions import PARTITION_HOME
-from mlsvc_discover.sources.base import ServiceMetadata
+from mlsvc_discover.discoverers.base import ServiceMetadata
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -81,13 +81,13 @@ class OrganizationConfig(AwsCredentialsConfig):
         "at any depth; empty = the whole organization (combined with include_accounts: either matches).",
     )
     exclude_ous: list[str] = Field(
-        default_factory=list, description="Skip accounts under these OUs (at any depth); wins over include_ous."
+        default_factory=list, description="Leave out accounts under these OUs (at any depth); wins over include_ous."
     )
     include_accounts: list[str] = Field(
         default_factory=list, description="Only these account ids (12 digits), plus those under include_ous."
     )
     exclude_accounts: list[str] = Field(
-        default_factory=list, description="Skip these account ids (12 digits); wins over every include."
+        default_factory=list, description="Leave out these account ids (12 digits); wins over every include."
     )
     member_role_name: str | None = Field(
         default=None,

@@ -11,7 +11,7 @@ import base64
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from mlsvc_discover.sources.base import StrictModel
+from mlsvc_discover.discoverers.base import StrictModel
 
 __all__ = ["SECRET_SAFE", "MlflowAuth", "basic_authorization"]
 

@@ -1,7 +1,7 @@
 """A listed OpenMetadata ``MlModelService`` as the plan reads it, and secret masking for output.
 
 Reading is strict: an entity of a shape the agent cannot read raises ``ValueError`` naming the
-field, which the controller turns into a fatal "OpenMetadata answered something unexpected"
+field, which the agent turns into a fatal "OpenMetadata answered something unexpected"
 (a listing that cannot be read is never taken for a smaller catalog).
 """
 

@@ -7,6 +7,7 @@ Only what this agent sends is modelled; every model forbids unknown keys, as the
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -21,13 +22,28 @@ __all__ = [
     "MlModelConnection",
     "MlflowConnection",
     "SageMakerConnection",
+    "ServiceType",
     "SklearnConnection",
     "TagLabel",
     "VertexAIConnection",
     "validate_service_name",
 ]
 
-SERVICE_TYPES = ("Mlflow", "Sklearn", "CustomMlModel", "SageMaker", "VertexAI")
+
+class ServiceType(enum.StrEnum):
+    """OpenMetadata's ``serviceType`` of an ML model service: the one spelling of the five types.
+
+    A finding's kind, the static discoverer's ``service_type``, the request's ``serviceType`` and
+    each connection's ``type`` are all this enum.
+    """
+
+    MLFLOW = "Mlflow"
+    SKLEARN = "Sklearn"
+    CUSTOM = "CustomMlModel"
+    SAGEMAKER = "SageMaker"
+    VERTEXAI = "VertexAI"
+
+
 NAME_MAX = 256
 
 
@@ -75,30 +91,30 @@ class _ConnectionBase(_Strict):
 
 
 class MlflowConnection(_ConnectionBase):
-    type: Literal["Mlflow"] = "Mlflow"
+    type: Literal[ServiceType.MLFLOW] = ServiceType.MLFLOW
     trackingUri: str = Field(min_length=1)
     registryUri: str = Field(min_length=1)
 
 
 class SklearnConnection(_ConnectionBase):
-    type: Literal["Sklearn"] = "Sklearn"
+    type: Literal[ServiceType.SKLEARN] = ServiceType.SKLEARN
 
 
 class CustomMlModelConnection(_ConnectionBase):
     # The server allows extra keys here, so this model does too.
     model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["CustomMlModel"] = "CustomMlModel"
+    type: Literal[ServiceType.CUSTOM] = ServiceType.CUSTOM
     sourcePythonClass: str | None = None
     connectionOptions: dict[str, str] | None = None
 
 
 class SageMakerConnection(_ConnectionBase):
-    type: Literal["SageMaker"] = "SageMaker"
+    type: Literal[ServiceType.SAGEMAKER] = ServiceType.SAGEMAKER
     awsConfig: AWSCredentials
 
 
 class VertexAIConnection(_ConnectionBase):
-    type: Literal["VertexAI"] = "VertexAI"
+    type: Literal[ServiceType.VERTEXAI] = ServiceType.VERTEXAI
     credentials: dict[str, Any]
     location: str = Field(min_length=1)
 
@@ -133,7 +149,7 @@ class TagLabel(_Strict):
 
 class CreateMlModelServiceRequest(_Strict):
     name: str
-    serviceType: Literal["Mlflow", "Sklearn", "CustomMlModel", "SageMaker", "VertexAI"]
+    serviceType: ServiceType
     displayName: str | None = None
     description: str | None = None
     owners: list[EntityReference] | None = None
@@ -146,8 +162,8 @@ class CreateMlModelServiceRequest(_Strict):
         validate_service_name(self.name)
         if self.connection.config.type != self.serviceType:
             raise ValueError(
-                f"serviceType {self.serviceType!r} does not match connection.config.type "
-                f"{self.connection.config.type!r}"
+                f"serviceType {self.serviceType.value!r} does not match connection.config.type "
+                f"{self.connection.config.type.value!r}"
             )
         return self
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mlsvc_discover._errors import MappingError
 from mlsvc_discover._templates import check_template
 from mlsvc_discover.ingestion import IngestionSettings
+from mlsvc_discover.openmetadata.models import ServiceType
 
 __all__ = [
     "Discoverer",
@@ -34,23 +34,13 @@ __all__ = [
     "Finding",
     "ItemFailure",
     "OwnerRef",
-    "PlatformKind",
     "Progress",
     "ProgressCallback",
     "Scope",
     "ScopeOutcome",
     "ServiceMetadata",
+    "ServiceType",
 ]
-
-
-class PlatformKind(enum.StrEnum):
-    """The platform a finding belongs to; the value is OpenMetadata's ``serviceType``."""
-
-    MLFLOW = "Mlflow"
-    SKLEARN = "Sklearn"
-    CUSTOM = "CustomMlModel"
-    SAGEMAKER = "SageMaker"
-    VERTEXAI = "VertexAI"
 
 
 class StrictModel(BaseModel):
@@ -96,7 +86,7 @@ class ServiceMetadata(StrictModel):
         """Return these defaults with every field that ``override`` sets replaced."""
         if override is None:
             return self
-        # model_copy(update=...) would skip validation and leave owners as plain dicts.
+        # model_copy(update=...) would bypass validation and leave owners as plain dicts.
         data = {**self.model_dump(), **override.model_dump(exclude_none=True)}
         if self.ingestion is not None and override.ingestion is not None:
             # Key by key: an item that only sets a schedule keeps its discoverer's `enabled`.
@@ -114,7 +104,9 @@ class DiscovererConfig(StrictModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Unique name of this discoverer instance; used in reports, metrics and scopes.",
     )
-    enabled: bool = Field(default=True, description="Set to false to skip this discoverer.")
+    enabled: bool = Field(
+        default=True, description="Set to false to turn this discoverer off (what it found before is not deleted)."
+    )
     defaults: ServiceMetadata = Field(
         default_factory=ServiceMetadata,
         description="Metadata applied to every service this discoverer finds (items can override).",
@@ -154,7 +146,7 @@ class Finding:
     used to fill name and metadata templates.
     """
 
-    kind: PlatformKind
+    kind: ServiceType
     source: str
     scope: Scope
     key: str
@@ -176,7 +168,11 @@ class ScopeOutcome:
 
 @dataclass(frozen=True)
 class ItemFailure:
-    """One item (a URI, an account, a region) that could not be discovered, with its reason."""
+    """One item (a URI, an account, a region) and why: one that could not be discovered (in
+    ``DiscoveryResult.failures``, or the mapper's) or one left out on purpose (in ``ignored``).
+
+    It has no stage; the agent records each failure in the report as a ``CycleFailure`` with one.
+    """
 
     source: str
     item: str
@@ -192,7 +188,8 @@ class DiscoveryResult:
     findings: list[Finding] = field(default_factory=list)
     scopes: list[ScopeOutcome] = field(default_factory=list)
     failures: list[ItemFailure] = field(default_factory=list)
-    skipped: list[ItemFailure] = field(default_factory=list)
+    # Items looked at and deliberately left out (opted out, listed twice), each with its reason.
+    ignored: list[ItemFailure] = field(default_factory=list)
     # Lines for the cycle report that are neither failures nor findings (e.g. a fallback taken).
     notes: list[str] = field(default_factory=list)
 
@@ -210,7 +207,7 @@ _log = logging.getLogger(__name__)
 class Progress:
     """How far one discoverer's run is: ``done`` of ``total`` units (``unit``: scopes, accounts).
 
-    ``finished`` marks the end of the run (sent by the controller, with the run's failure count;
+    ``finished`` marks the end of the run (sent by the agent, with the run's failure count;
     ``done`` and ``total`` are 0 then when the discoverer never reported progress).
     """
 

@@ -6,7 +6,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from mlsvc_discover._errors import ConfigError
-from mlsvc_discover.sources.base import Discoverer, DiscovererConfig
+from mlsvc_discover.discoverers.base import Discoverer, DiscovererConfig
 
 GROUP = "mlsvc_discover.discoverers"
 

@@ -33,6 +33,17 @@ from pydantic import Field, field_validator, model_validator
 
 from mlsvc_discover._duration import Duration
 from mlsvc_discover._http import HttpProbeError
+from mlsvc_discover.discoverers.base import (
+    Discoverer,
+    DiscovererConfig,
+    DiscoveryResult,
+    Finding,
+    ItemFailure,
+    Scope,
+    ScopeOutcome,
+    ServiceType,
+    StrictModel,
+)
 from mlsvc_discover.k8s.endpoints import (
     ANNOTATION_MLFLOW,
     ANNOTATION_NAME,
@@ -45,17 +56,6 @@ from mlsvc_discover.k8s.selectors import LabelSelector, parse_selector
 from mlsvc_discover.mlflow_probe import MlflowAuth, MlflowProber, ProbeResult, ProbeSettings, ProbeTarget
 from mlsvc_discover.mlflow_probe.auth import SECRET_SAFE, basic_authorization
 from mlsvc_discover.openmetadata.models import validate_service_name
-from mlsvc_discover.sources.base import (
-    Discoverer,
-    DiscovererConfig,
-    DiscoveryResult,
-    Finding,
-    ItemFailure,
-    PlatformKind,
-    Scope,
-    ScopeOutcome,
-    StrictModel,
-)
 
 if TYPE_CHECKING:
     from mlsvc_discover.k8s.api import KubeApi, KubernetesApiError
@@ -240,7 +240,7 @@ class _Candidate:
 class _ClusterOutcome:
     scopes: list[ScopeOutcome] = field(default_factory=list)
     failures: list[ItemFailure] = field(default_factory=list)
-    skipped: list[ItemFailure] = field(default_factory=list)
+    ignored: list[ItemFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     candidates: list[tuple[_Candidate, Scope]] = field(default_factory=list)
 
@@ -306,7 +306,7 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
         for outcome in outcomes:
             result.scopes += outcome.scopes
             result.failures += outcome.failures
-            result.skipped += outcome.skipped
+            result.ignored += outcome.ignored
             result.notes += outcome.notes
             candidates += outcome.candidates
         secrets: list[str] = []
@@ -424,8 +424,8 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
                 continue
             if opt == "false":
                 reason = f"opted out by annotation {ANNOTATION_MLFLOW}=false"
-                out.skipped.append(ItemFailure(self.name, item, reason, "opted_out"))
-                out.notes.append(f"{item}: skipped, {reason}")
+                out.ignored.append(ItemFailure(self.name, item, reason, "opted_out"))
+                out.notes.append(f"{item}: ignored, {reason}")
                 continue
             # One shape whether namespaces are listed together or one by one: a Service that is
             # gone is judged by the nearest reported scope above it (namespace, else cluster).
@@ -530,7 +530,7 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
             "mlflow_version": res.mlflow_version or "unknown",
         }
         return Finding(
-            kind=PlatformKind.MLFLOW,
+            kind=ServiceType.MLFLOW,
             source=self.name,
             scope=scope,
             key=cand.item,

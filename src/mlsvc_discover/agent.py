@@ -1,4 +1,4 @@
-"""The controller: one :meth:`Agent.run_once` behind ``--once``, ``--dry-run`` and the daemon.
+"""The agent: one :meth:`Agent.run_once` behind ``--once``, ``--dry-run`` and the daemon.
 
 discover (all discoverers concurrently) -> map -> read OpenMetadata -> plan -> apply -> report.
 
@@ -37,13 +37,7 @@ from mlsvc_discover._errors import (
 )
 from mlsvc_discover._logging import redact
 from mlsvc_discover.config import AgentConfig
-from mlsvc_discover.mapper import DesiredService, map_findings, owner_tag_fqn
-from mlsvc_discover.openmetadata.client import OpenMetadataClient, Outcome, WriteResult, WritesStopped
-from mlsvc_discover.openmetadata.entities import CurrentService
-from mlsvc_discover.pipeline_step import PipelineStep
-from mlsvc_discover.plan import Change, History, Looked, Plan, apply_policy, diff
-from mlsvc_discover.report import DiscovererStats, Failure, FindingRecord, Report, ScopeRecord
-from mlsvc_discover.sources.base import (
+from mlsvc_discover.discoverers.base import (
     Discoverer,
     DiscovererConfig,
     DiscoveryResult,
@@ -53,7 +47,13 @@ from mlsvc_discover.sources.base import (
     Scope,
     ScopeOutcome,
 )
-from mlsvc_discover.sources.registry import build
+from mlsvc_discover.discoverers.registry import build
+from mlsvc_discover.mapper import DesiredService, map_findings, owner_tag_fqn
+from mlsvc_discover.openmetadata.client import OpenMetadataClient, Outcome, WriteResult, WritesStopped
+from mlsvc_discover.openmetadata.entities import CurrentService
+from mlsvc_discover.pipeline_step import PipelineStep
+from mlsvc_discover.plan import Change, History, Looked, Plan, apply_policy, diff
+from mlsvc_discover.report import CycleFailure, DiscovererStats, FindingRecord, Report, ScopeRecord
 from mlsvc_discover.state import DeleteState, StateFile
 
 __all__ = ["DISCOVERY_SHARE", "Agent", "config_secrets", "describe"]
@@ -171,7 +171,7 @@ class Agent:
                 return
             # Without the counts, sync would silently never delete: the run must say so.
             log.error("%s", exc)
-            report.failures.append(Failure("state", str(self._state.path), str(exc), "agent", "state_unwritable"))
+            report.failures.append(CycleFailure("state", str(self._state.path), str(exc), "agent", "state_unwritable"))
 
     # --- the cycle -----------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class Agent:
             stats = DiscovererStats(
                 findings=len(result.findings),
                 failures=len(result.failures),
-                skipped=len(result.skipped),
+                ignored=len(result.ignored),
                 ok=result.ok,
                 duration=took,
             )
@@ -266,9 +266,9 @@ class Agent:
                 outcomes[s.scope] = outcomes.get(s.scope, True) and s.ok
             report.scopes.extend(ScopeRecord(result.source, s.scope, s.ok, s.error) for s in result.scopes)
             for f in result.failures:
-                report.failures.append(Failure("discover", f.item, f.reason, f.source, f.kind))
-            for f in result.skipped:
-                log.info("skipped %s in %s: %s", f.item, f.source, f.reason)
+                report.failures.append(CycleFailure("discover", f.item, f.reason, f.source, f.kind))
+            for f in result.ignored:
+                log.info("ignored %s in %s: %s", f.item, f.source, f.reason)
             report.notes.extend(f"{result.source}: {note}" for note in result.notes)
         all_ok = all(r.ok for r, _ in results)
 
@@ -278,7 +278,7 @@ class Agent:
             FindingRecord(f.source, f.key, f.kind.value, f.scope, names.get((f.source, f.key))) for f in findings
         ]
         for f in mapped.failures:
-            report.failures.append(Failure("map", f.item, f.reason, f.source, f.kind))
+            report.failures.append(CycleFailure("map", f.item, f.reason, f.source, f.kind))
             all_ok = False
 
         client = self.client
@@ -324,7 +324,7 @@ class Agent:
         for c in plan.conflicts:
             report.outcomes["conflict"] += 1
             log.warning("conflict: %s", c.reason)
-        report.outcomes["skipped"] += len(plan.skipped)
+        report.outcomes["held"] += len(plan.held)
         report.outcomes["unchanged"] += len(plan.unchanged)
         for name, kept in plan.kept:
             self._say_once(
@@ -375,7 +375,7 @@ class Agent:
                 except OpenMetadataAuthError:
                     raise
                 except OpenMetadataError as exc:
-                    report.failures.append(Failure("restore", change.name, str(exc), change.source))
+                    report.failures.append(CycleFailure("restore", change.name, str(exc), change.source))
 
             bodies = [dict(c.body) for c in plan.writes if c.body is not None]
             expected: dict[str, Outcome] = {c.name: _expected(c) for c in plan.writes}
@@ -418,7 +418,7 @@ class Agent:
                         )
                         log.warning("not deleting %s: OpenMetadata says it is not empty", change.name)
                         continue
-                    report.failures.append(Failure("delete", change.name, str(exc)))
+                    report.failures.append(CycleFailure("delete", change.name, str(exc)))
                 else:
                     report.outcomes["deleted"] += 1
                     report.applied.append(change.name)
@@ -462,7 +462,7 @@ class Agent:
                         f"the {missing.group(1)} {missing.group(2)!r} named in the config does not exist in "
                         f"OpenMetadata; create it there or fix the config ({message})"
                     )
-                report.failures.append(Failure("write", r.name, message, sources.get(r.name), kind=_kind(r)))
+                report.failures.append(CycleFailure("write", r.name, message, sources.get(r.name), kind=_kind(r)))
 
     # --- the server: version, ownership marker, names the config uses ---------------------
 
@@ -559,7 +559,7 @@ class Agent:
                 if not found:
                     shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
                     report.failures.append(
-                        Failure(
+                        CycleFailure(
                             "check",
                             key,
                             f"the {kind} {key!r} named in the config does not exist in OpenMetadata; writing "

@@ -24,6 +24,17 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from mlsvc_discover._duration import Duration
 from mlsvc_discover._http import HttpProbeError, redact_uri
+from mlsvc_discover.discoverers.base import (
+    Discoverer,
+    DiscovererConfig,
+    DiscoveryResult,
+    Finding,
+    ItemFailure,
+    ScopeOutcome,
+    ServiceMetadata,
+    ServiceType,
+    StrictModel,
+)
 from mlsvc_discover.mlflow_probe import (
     MlflowAuth,
     MlflowProber,
@@ -37,17 +48,6 @@ from mlsvc_discover.mlflow_probe import (
 )
 from mlsvc_discover.mlflow_probe.auth import SECRET_SAFE
 from mlsvc_discover.openmetadata.models import validate_service_name
-from mlsvc_discover.sources.base import (
-    Discoverer,
-    DiscovererConfig,
-    DiscoveryResult,
-    Finding,
-    ItemFailure,
-    PlatformKind,
-    ScopeOutcome,
-    ServiceMetadata,
-    StrictModel,
-)
 
 # MlflowAuth, normalise_tracking_uri and redact_uri live in mlsvc_discover.mlflow_probe and
 # mlsvc_discover._http; re-exported here for existing imports.
@@ -283,7 +283,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
             **t.labels,
         }
         return Finding(
-            kind=PlatformKind.MLFLOW,
+            kind=ServiceType.MLFLOW,
             source=self.name,
             scope=(*self.root_scope, t.key),
             key=t.key,
@@ -362,7 +362,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
                 continue
             secrets += [s for s in (target.probe.uri.password, target.probe.uri.raw_password) if s]
             if target.key in known:
-                result.skipped.append(ItemFailure(self.name, target.key, f"listed again at {where}", "duplicate"))
+                result.ignored.append(ItemFailure(self.name, target.key, f"listed again at {where}", "duplicate"))
                 continue
             known.add(target.key)
             targets.append(target)

@@ -11,17 +11,17 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from mlsvc_discover.openmetadata.models import MlModelConnection, validate_service_name
-from mlsvc_discover.sources.base import (
+from mlsvc_discover.discoverers.base import (
     Discoverer,
     DiscovererConfig,
     DiscoveryResult,
     Finding,
-    PlatformKind,
     ScopeOutcome,
     ServiceMetadata,
+    ServiceType,
     StrictModel,
 )
+from mlsvc_discover.openmetadata.models import MlModelConnection, validate_service_name
 
 __all__ = ["StaticDiscoverer", "StaticDiscovererConfig", "StaticService"]
 
@@ -30,9 +30,7 @@ class StaticService(StrictModel):
     """One declared service."""
 
     name: str = Field(description="Service name in OpenMetadata (1-256 characters, no `::`).")
-    service_type: Literal["Mlflow", "Sklearn", "CustomMlModel", "SageMaker", "VertexAI"] = Field(
-        description="OpenMetadata serviceType; connection.type is set to the same value."
-    )
+    service_type: ServiceType = Field(description="OpenMetadata serviceType; connection.type is set to the same value.")
     connection: dict[str, Any] = Field(
         default_factory=dict,
         description="connection.config as OpenMetadata takes it, without `type` (e.g. trackingUri, registryUri).",
@@ -51,7 +49,8 @@ class StaticService(StrictModel):
         given = config.pop("type", self.service_type)
         if given != self.service_type:
             raise ValueError(
-                f"connection.type {given!r} does not match service_type {self.service_type!r}; drop connection.type"
+                f"connection.type {given!r} does not match service_type {self.service_type.value!r}; "
+                "drop connection.type"
             )
         try:
             MlModelConnection.model_validate({"config": {**config, "type": self.service_type}})
@@ -88,7 +87,7 @@ class StaticDiscoverer(Discoverer[StaticDiscovererConfig]):
             connection = {k: v for k, v in svc.connection.items() if k != "type"}
             result.findings.append(
                 Finding(
-                    kind=PlatformKind(svc.service_type),
+                    kind=ServiceType(svc.service_type),
                     source=self.name,
                     scope=(*self.root_scope, svc.name),
                     key=svc.name,

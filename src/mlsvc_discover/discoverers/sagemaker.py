@@ -58,16 +58,16 @@ from mlsvc_discover.aws.organization import (
     partition_of_region,
 )
 from mlsvc_discover.aws.regions import PARTITION_HOME
-from mlsvc_discover.sources.base import (
+from mlsvc_discover.discoverers.base import (
     Discoverer,
     DiscovererConfig,
     DiscoveryResult,
     Finding,
     ItemFailure,
-    PlatformKind,
     Scope,
     ScopeOutcome,
     ServiceMetadata,
+    ServiceType,
     StrictModel,
 )
 
@@ -520,7 +520,7 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
                 "session_token": SecretStr(keys.session_token) if keys.session_token else None,
             }
         return Finding(
-            kind=PlatformKind.SAGEMAKER,
+            kind=ServiceType.SAGEMAKER,
             source=self.name,
             scope=(*self.root_scope, opened.account_id, region),
             key=f"{opened.account_id}/{region}",
@@ -541,7 +541,7 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
             "resource": m.kind,
         }
         return Finding(
-            kind=PlatformKind.MLFLOW,
+            kind=ServiceType.MLFLOW,
             source=self.name,
             scope=(*self.root_scope, opened.account_id, region),
             key=m.arn,
@@ -573,7 +573,7 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
         # failed: a failure in one entry must keep protecting that account's services.
         account_scopes: dict[Scope, ScopeOutcome] = {}
         region_scopes: dict[Scope, ScopeOutcome] = {}
-        found_by: dict[tuple[PlatformKind, str], str] = {}
+        found_by: dict[tuple[ServiceType, str], str] = {}
         for o in outcomes:
             if o.account_id is None:
                 # Without an id the failed scope cannot cover this account's earlier services, so
@@ -586,7 +586,7 @@ class SageMakerDiscoverer(Discoverer[SageMakerConfig]):
                 ident = (finding.kind, finding.key)
                 if ident in found_by:
                     reason = f"{finding.key} is also reached by {found_by[ident]}; reported once"
-                    result.skipped.append(ItemFailure(self.name, o.account.label, reason, "error"))
+                    result.ignored.append(ItemFailure(self.name, o.account.label, reason, "error"))
                     continue
                 found_by[ident] = o.origin
                 result.findings.append(finding)
