@@ -33,12 +33,35 @@ from mlsvc_discover.openmetadata.models import validate_service_name
 if TYPE_CHECKING:
     from botocore.session import Session
 
-__all__ = ["AwsAccount", "AwsCredentialsConfig", "OpenAccount", "open_account"]
+__all__ = [
+    "AwsAccount",
+    "AwsCredentialsConfig",
+    "OpenAccount",
+    "check_external_id",
+    "check_session_name",
+    "open_account",
+]
 
 # re.ASCII: AWS's \w is ASCII-only; Python's would also accept any Unicode letter.
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$", re.ASCII)
 _SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
 _EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$", re.ASCII)
+
+
+def check_session_name(value: str) -> str:
+    """A role session name as STS accepts it, or a ValueError saying the rule."""
+    if not _SESSION_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid role session name; use 2 to 64 characters from letters, digits and + = , . @ _ -"
+        )
+    return value
+
+
+def check_external_id(value: SecretStr | None, *, key: str = "external_id") -> SecretStr | None:
+    """An external id as STS accepts it; the message names ``key`` and never echoes the secret."""
+    if value is not None and not _EXTERNAL_ID_RE.fullmatch(value.get_secret_value()):
+        raise ValueError(f"{key} must be 2 to 1224 characters from letters, digits and + = , . @ : / _ -")
+    return value
 
 
 class AwsCredentialsConfig(StrictModel):
@@ -80,20 +103,12 @@ class AwsCredentialsConfig(StrictModel):
     @field_validator("session_name")
     @classmethod
     def _check_session_name(cls, value: str) -> str:
-        if not _SESSION_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid role session name; use 2 to 64 characters from letters, digits "
-                "and + = , . @ _ -"
-            )
-        return value
+        return check_session_name(value)
 
     @field_validator("external_id")
     @classmethod
     def _check_external_id(cls, value: SecretStr | None) -> SecretStr | None:
-        # The value is secret: the message describes the rule and never echoes it.
-        if value is not None and not _EXTERNAL_ID_RE.fullmatch(value.get_secret_value()):
-            raise ValueError("external_id must be 2 to 1224 characters from letters, digits and + = , . @ : / _ -")
-        return value
+        return check_external_id(value)
 
     @field_validator("profile")
     @classmethod

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from mlsvc_discover.aws.accounts import _EXTERNAL_ID_RE, _SESSION_NAME_RE, AwsCredentialsConfig
+from mlsvc_discover.aws.accounts import AwsCredentialsConfig, check_external_id, check_session_name
 from mlsvc_discover.aws.errors import translate_aws_error
 from mlsvc_discover.aws.regions import PARTITION_HOME
 from mlsvc_discover.discoverers.base import ServiceMetadata
@@ -159,21 +159,12 @@ class OrganizationConfig(AwsCredentialsConfig):
     @field_validator("member_external_id")
     @classmethod
     def _check_member_external_id(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _EXTERNAL_ID_RE.fullmatch(value.get_secret_value()):
-            raise ValueError(
-                "member_external_id must be 2 to 1224 characters from letters, digits and + = , . @ : / _ -"
-            )
-        return value
+        return check_external_id(value, key="member_external_id")
 
     @field_validator("member_session_name")
     @classmethod
     def _check_member_session_name(cls, value: str) -> str:
-        if not _SESSION_NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a valid role session name; use 2 to 64 characters from letters, digits "
-                "and + = , . @ _ -"
-            )
-        return value
+        return check_session_name(value)
 
     @model_validator(mode="after")
     def _one_way_into_members(self) -> OrganizationConfig:

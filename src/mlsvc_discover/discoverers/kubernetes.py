@@ -260,16 +260,7 @@ class KubernetesDiscoverer(Discoverer[KubernetesDiscovererConfig]):
     def __init__(self, config: KubernetesDiscovererConfig) -> None:
         super().__init__(config)
         self._selectors: tuple[LabelSelector, ...] = tuple(parse_selector(s) for s in config.selectors)
-        self._prober = MlflowProber(
-            ProbeSettings(
-                timeout=config.timeout,
-                verify_tls=config.verify_tls,
-                ca_bundle=config.ca_bundle,
-                check_registry=config.check_registry,
-                read_version=config.read_version,
-                max_response_bytes=config.max_response_bytes,
-            )
-        )
+        self._prober = MlflowProber(ProbeSettings.of(config))
         self._apis: dict[str, KubeApi] = {}
         self._run_secrets: tuple[str, ...] = ()
 

@@ -214,16 +214,7 @@ class MlflowDiscoverer(Discoverer[MlflowDiscovererConfig]):
 
     def __init__(self, config: MlflowDiscovererConfig) -> None:
         super().__init__(config)
-        self._prober = MlflowProber(
-            ProbeSettings(
-                timeout=config.timeout,
-                verify_tls=config.verify_tls,
-                ca_bundle=config.ca_bundle,
-                check_registry=config.check_registry,
-                read_version=config.read_version,
-                max_response_bytes=config.max_response_bytes,
-            )
-        )
+        self._prober = MlflowProber(ProbeSettings.of(config))
         self._file_secrets: tuple[str, ...] = ()
 
     # -- public hooks --

@@ -44,7 +44,7 @@ import ssl
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -78,6 +78,23 @@ _MEDIA_RE = re.compile(r"[^A-Za-z0-9.+/_-]")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+class ProbeOptions(Protocol):
+    """The probe settings a discoverer's config carries (the mlflow and kubernetes ones do)."""
+
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def verify_tls(self) -> bool: ...
+    @property
+    def ca_bundle(self) -> Path | None: ...
+    @property
+    def check_registry(self) -> bool: ...
+    @property
+    def read_version(self) -> bool: ...
+    @property
+    def max_response_bytes(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ProbeSettings:
     """How to probe: deadline, TLS, optional checks and the body size limit."""
@@ -88,6 +105,18 @@ class ProbeSettings:
     check_registry: bool = True
     read_version: bool = False
     max_response_bytes: int = 1_048_576
+
+    @classmethod
+    def of(cls, options: ProbeOptions) -> ProbeSettings:
+        """The settings a discoverer's config asks for, field by field."""
+        return cls(
+            timeout=options.timeout,
+            verify_tls=options.verify_tls,
+            ca_bundle=options.ca_bundle,
+            check_registry=options.check_registry,
+            read_version=options.read_version,
+            max_response_bytes=options.max_response_bytes,
+        )
 
 
 @dataclass(frozen=True)
