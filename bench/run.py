@@ -467,24 +467,34 @@ def scenario_catalog(sizes: Sizes, runs: int) -> list[Row]:
         rows.append(row)
 
         second = [r["second"] for r in first]
-        s_walls = [r["wall"] for r in second]
-        s_writes = max(r["standin"]["writes"] for r in second)
-        s_lists = max(r["standin"]["list"] for r in second)
-        expected_lists = math.ceil(n / page)
-        row2 = Row(
-            scenario=f"Catalog: unchanged 2nd cycle ({name})",
-            agent=median(s_walls),
-            naive=naive_median,
-            naive_how="naive re-PUTs every service each cycle",
-            requests=f"{s_writes} writes + {s_lists} list",
-            peak_rss_mb=agent["peak_rss_mb"],
-            cpu_s=median([r["cpu"] for r in second]),
-            target=f"0 writes, {expected_lists} list calls",
-            notes=[f"unchanged {min(r['outcomes'].get('unchanged', 0) for r in second)}/{n}"],
+        rows.append(
+            _unchanged_row(
+                f"Catalog: unchanged 2nd cycle ({name})", second, "standin", n, page, naive_median, agent["peak_rss_mb"]
+            )
         )
-        row2.passed = s_writes == 0 and s_lists == expected_lists
-        rows.append(row2)
     return rows
+
+
+def _unchanged_row(
+    scenario: str, second: list[dict[str, Any]], stats_key: str, n: int, page: int, naive: float, rss: float
+) -> Row:
+    """The unchanged second cycle: no write, and ceil(n / page) list calls."""
+    s_writes = max(r[stats_key]["writes"] for r in second)
+    s_lists = max(r[stats_key]["list"] for r in second)
+    expected_lists = math.ceil(n / page)
+    row = Row(
+        scenario=scenario,
+        agent=median([r["wall"] for r in second]),
+        naive=naive,
+        naive_how="naive re-PUTs every service each cycle",
+        requests=f"{s_writes} writes + {s_lists} list",
+        peak_rss_mb=rss,
+        cpu_s=median([r["cpu"] for r in second]),
+        target=f"0 writes, {expected_lists} list calls",
+        notes=[f"unchanged {min(r['outcomes'].get('unchanged', 0) for r in second)}/{n}"],
+    )
+    row.passed = s_writes == 0 and s_lists == expected_lists
+    return row
 
 
 # --- writes under load: a per-item-PUT server that throttles or slows down --------------------
@@ -570,22 +580,17 @@ def scenario_writes(sizes: Sizes, runs: int) -> list[Row]:
         rows.append(row)
 
         second = [r["second"] for r in first]
-        s_writes = max(r["server"]["writes"] for r in second)
-        s_lists = max(r["server"]["list"] for r in second)
-        expected_lists = math.ceil(n / 1000)
-        row2 = Row(
-            scenario=f"Writes: unchanged 2nd cycle ({label})",
-            agent=median([r["wall"] for r in second]),
-            naive=median(scaled),
-            naive_how="naive re-PUTs every service each cycle",
-            requests=f"{s_writes} writes + {s_lists} list",
-            peak_rss_mb=agent["peak_rss_mb"],
-            cpu_s=median([r["cpu"] for r in second]),
-            target=f"0 writes, {expected_lists} list calls",
-            notes=[f"unchanged {min(r['outcomes'].get('unchanged', 0) for r in second)}/{n}"],
+        rows.append(
+            _unchanged_row(
+                f"Writes: unchanged 2nd cycle ({label})",
+                second,
+                "server",
+                n,
+                1000,
+                median(scaled),
+                agent["peak_rss_mb"],
+            )
         )
-        row2.passed = s_writes == 0 and s_lists == expected_lists
-        rows.append(row2)
     return rows
 
 

@@ -18,7 +18,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["TOKEN", "main", "static_services"]
 
@@ -389,29 +389,10 @@ def catalog_bodies(n: int) -> list[dict[str, Any]]:
 
 
 def catalog_naive(task: dict[str, Any]) -> dict[str, Any]:
-    from bench.naive import naive_put
     from bench.servers import StandInProcess
 
-    bodies = catalog_bodies(task["sample"])
     standin = StandInProcess(bulk=True, latency=task["latency"], token=TOKEN)
-    runs = []
-    try:
-        for _ in range(task["runs"]):
-            url = standin.fresh()
-            timing, wall, cpu = _timed(functools.partial(naive_put, url, TOKEN, bodies))
-            runs.append(
-                {
-                    "wall": wall,
-                    "cpu": cpu,
-                    "per_stratum": timing.seconds,
-                    "findings": timing.found,
-                    "failures": timing.failed,
-                    "standin": standin.stats(),
-                }
-            )
-    finally:
-        standin.stop()
-    return {"runs": runs}
+    return _naive_put_runs(standin, catalog_bodies(task["sample"]), task["runs"], stats_key="standin")
 
 
 # --- writes against a per-item-PUT server under load -----------------------------------------
@@ -491,29 +472,40 @@ def writes_agent(task: dict[str, Any]) -> dict[str, Any]:
 
 def writes_naive(task: dict[str, Any]) -> dict[str, Any]:
     """The naive script (one PUT after another) against the same kind of server."""
-    from bench.naive import naive_put
     from bench.om_server import Behaviour, OmServerProcess
 
-    bodies = catalog_bodies(task["sample"])
     server = OmServerProcess(Behaviour(**task["behaviour"]), token=TOKEN)
-    runs = []
+    return _naive_put_runs(server, catalog_bodies(task["sample"]), task["runs"], stats_key="server")
+
+
+class _PutServer(Protocol):
+    def fresh(self) -> str: ...
+    def stats(self) -> dict[str, Any]: ...
+    def stop(self) -> None: ...
+
+
+def _naive_put_runs(server: _PutServer, bodies: list[dict[str, Any]], runs: int, *, stats_key: str) -> dict[str, Any]:
+    """The naive script ``runs`` times, each against a fresh catalog on ``server``, which it stops."""
+    from bench.naive import naive_put
+
+    out = []
     try:
-        for _ in range(task["runs"]):
+        for _ in range(runs):
             url = server.fresh()
             timing, wall, cpu = _timed(functools.partial(naive_put, url, TOKEN, bodies))
-            runs.append(
+            out.append(
                 {
                     "wall": wall,
                     "cpu": cpu,
                     "per_stratum": timing.seconds,
                     "findings": timing.found,
                     "failures": timing.failed,
-                    "server": server.stats(),
+                    stats_key: server.stats(),
                 }
             )
     finally:
         server.stop()
-    return {"runs": runs}
+    return {"runs": out}
 
 
 # --- a long-running agent --------------------------------------------------------------------
